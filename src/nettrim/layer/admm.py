@@ -1,0 +1,181 @@
+"""ADMM for the Net-Trim layer program (Aghasi, Abdi, Romberg, SIAM J. Math. Data Sci. 2020).
+
+Splitting ``W1 = W3^T X`` and ``W2 = W3`` with scaled duals ``U1``, ``U2`` and one penalty
+``rho`` per neuron, one iteration reads (paper's symbols, P x M quantities stored transposed):
+
+    Z  = W3^T X - U1
+    W1 = Y + min(1, eps / ||Z - Y||_Omega) (Z - Y)   on Omega      (projection on the ball)
+    W1 = min(Z, V)                                   off Omega     (projection on the half-spaces)
+    W2 = soft_threshold(W3 - U2, 1 / rho)
+    W3 = (X X^T + I)^(-1) (X (W1 + U1)^T + W2 + U2)
+    U1 += W1 - W3^T X ;  U2 += W2 - W3
+
+The W3 step does not depend on rho, Omega or the iteration: ``(X X^T + I)^(-1)`` is formed once
+per layer and shared by every neuron, so adapting rho (residual balancing, Boyd et al. 2011,
+section 3.4.1) costs nothing. With one ball per neuron the neurons are independent problems;
+each gets its own rho and is frozen as soon as it has converged, so late iterations only touch
+the neurons still moving. The answer is ``W2``, which has exact zeros; it is returned only after
+its constraints have been measured.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .problem import LayerProblem
+
+
+@dataclass(frozen=True)
+class ADMMSettings:
+    """Solver settings; defaults chosen by measurement on MNIST networks (see README).
+
+    Attributes:
+        rho: initial penalty, or None to start at 1 / mean|U0| of the warm start.
+        adaptive_rho: residual balancing: rho x2 when primal/dual > 10, /2 when < 1/10.
+        max_iterations: hard cap.
+        abs_tol, rel_tol: primal/dual residual tolerances (Boyd et al. 2011, eq. 3.12).
+        feasibility_tol: relative slack allowed on the returned weights: discrepancy <=
+            eps (1 + tol) and ||violations|| <= tol eps.
+        check_every: iterations between convergence checks.
+        dtype: computation precision (float32 is safe: the system matrix has eigenvalues >= 1).
+        scale: inputs and targets are divided by ``scale * max feature norm`` before iterating
+            (the authors use 0.3); U is unchanged by this.
+    """
+
+    rho: float | None = None
+    adaptive_rho: bool = True
+    max_iterations: int = 3000
+    abs_tol: float = 1e-6
+    rel_tol: float = 1e-3
+    feasibility_tol: float = 1e-3
+    check_every: int = 10
+    dtype: torch.dtype = torch.float32
+    scale: float = 0.3
+
+
+@dataclass
+class ADMMOutput:
+    U: torch.Tensor  # (N', M), exact zeros
+    iterations: torch.Tensor  # (M,) iterations per neuron
+    converged: torch.Tensor  # (M,) bool
+
+
+Progress = Callable[[int, int, int], None]  # (iteration, neurons done, neurons total)
+
+
+def soft_threshold(Z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sign(Z) max(|Z| - t, 0): the prox of t ||.||_1."""
+    return torch.sign(Z) * (Z.abs() - t).clamp_min(0)
+
+
+def _project(Z, Y, V, mask, eps, per_neuron):
+    """Projection of Z onto {ball around Y of radius eps on Omega} x {<= V off Omega}."""
+    D = (Z - Y) * mask
+    norm = D.norm(dim=0) if per_neuron else D.norm().reshape(1)
+    shrink = torch.where(norm > eps, eps / norm.clamp_min(1e-30), torch.ones_like(norm))
+    return torch.where(mask, Y + D * shrink, torch.minimum(Z, V))
+
+
+def _system_inverse(A: torch.Tensor) -> torch.Tensor:
+    """(X X^T + I)^(-1) in paper notation, i.e. (A^T A + I)^(-1), via Cholesky in float64."""
+    A64 = A.double()
+    K = A64.T @ A64
+    K.diagonal().add_(1.0)
+    return torch.cholesky_inverse(torch.linalg.cholesky(K)).to(A.dtype)
+
+
+def solve_admm(
+    problem: LayerProblem,
+    settings: ADMMSettings = ADMMSettings(),
+    warm_start: torch.Tensor | None = None,
+    l1_weights: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> ADMMOutput:
+    """Run ADMM on ``problem``; ``warm_start`` is U0 (N', M); ``l1_weights`` (N', M) gives the
+    weighted objective sum w_ij |U_ij| (reweighted l1), default all ones."""
+    dt = settings.dtype
+    c = settings.scale * float(problem.A.norm(dim=0).max().clamp_min(1e-12))
+    A = (problem.A / c).to(dt)
+    Y, V = (problem.Y / c).to(dt), (problem.V / c).to(dt)
+    eps = (problem.eps / c).to(dt)
+    mask = problem.active
+    Kinv = _system_inverse(A)
+    G = A @ Kinv  # W3 = G^T (W1 + U1) + Kinv (W2 + U2)
+    N, M = A.shape[1], Y.shape[1]
+    W3 = (G.T @ Y) if warm_start is None else warm_start.to(dt)
+    wts = torch.ones(N, M, dtype=dt, device=A.device) if l1_weights is None else l1_weights.to(dt)
+    rho0 = settings.rho or 1.0 / float(W3.abs().mean().clamp_min(1e-8))
+    per = problem.per_neuron
+
+    result = torch.zeros(N, M, dtype=dt, device=A.device)
+    iters = torch.zeros(M, dtype=torch.long)
+    done = torch.zeros(M, dtype=torch.bool)
+    cols = torch.arange(M, device=A.device)  # neurons still iterating
+    rho = torch.full((M,), rho0, dtype=dt, device=A.device)
+    AW3 = A @ W3
+    U1, U2 = torch.zeros_like(AW3), torch.zeros_like(W3)
+    Yc, Vc, mc, ec, wc = Y, V, mask, eps, wts
+    for it in range(1, settings.max_iterations + 1):
+        Z = AW3 - U1
+        W1 = _project(Z, Yc, Vc, mc, ec, per)
+        W2 = soft_threshold(W3 - U2, wc / rho)
+        W3_old, AW3_old = W3, AW3
+        W3 = G.T @ (W1 + U1) + Kinv @ (W2 + U2)
+        AW3 = A @ W3
+        U1 += W1 - AW3
+        U2 += W2 - W3
+        if it % settings.check_every and it != settings.max_iterations:
+            continue
+        r = ((W1 - AW3).square().sum(0) + (W2 - W3).square().sum(0)).sqrt()
+        s = rho * ((AW3 - AW3_old).square().sum(0) + (W3 - W3_old).square().sum(0)).sqrt()
+        tol_p = settings.abs_tol * (N + A.shape[0]) ** 0.5 + settings.rel_tol * torch.maximum(
+            (W1.square().sum(0) + W2.square().sum(0)).sqrt(),
+            (AW3.square().sum(0) + W3.square().sum(0)).sqrt())
+        tol_d = settings.abs_tol * (N + A.shape[0]) ** 0.5 + settings.rel_tol * rho * (
+            U1.square().sum(0) + U2.square().sum(0)).sqrt()
+        small = (r <= tol_p) & (s <= tol_d)
+        if not per:
+            small = small.all().expand_as(small)
+        ok = small & _feasible(A @ W2, W2, Yc, Vc, mc, ec, per, settings.feasibility_tol)
+        iters[cols.cpu()] = it
+        if settings.adaptive_rho:
+            rho, U1, U2 = _balance(rho, U1, U2, r, s, per)
+        if ok.any() and (per or ok.all()):
+            result[:, cols[ok]] = W2[:, ok]
+            done[cols[ok].cpu()] = True
+            keep = ~ok
+            cols = cols[keep]
+            if cols.numel() == 0:
+                break
+            W3, AW3, U1, U2, rho = W3[:, keep], AW3[:, keep], U1[:, keep], U2[:, keep], rho[keep]
+            Yc, Vc, mc, ec, wc = Yc[:, keep], Vc[:, keep], mc[:, keep], ec[keep], wc[:, keep]
+        if progress is not None:
+            progress(it, int(done.sum()), M)
+    if cols.numel():
+        result[:, cols] = soft_threshold(W3 - U2, wc / rho)
+    return ADMMOutput(U=result, iterations=iters, converged=done)
+
+
+def _feasible(AU, U, Y, V, mask, eps, per_neuron, tol):
+    """Whether U meets the ball (eps (1 + tol)) and the half-spaces (||violation|| <= tol eps)."""
+    R = AU - Y
+    disc = (R * mask).square().sum(0)
+    viol = (AU - V).masked_fill(mask, 0).clamp_min(0).square().sum(0)
+    floor = 1e-7 * float(Y.norm()) + 1e-12
+    if per_neuron:
+        return (disc.sqrt() <= eps * (1 + tol) + floor) & (viol.sqrt() <= tol * eps + floor)
+    ok = (disc.sum().sqrt() <= eps * (1 + tol) + floor) & (viol.sum().sqrt() <= tol * eps + floor)
+    return ok.expand(U.shape[1])
+
+
+def _balance(rho, U1, U2, r, s, per_neuron, mu=10.0, tau=2.0):
+    """Residual balancing; scaled duals are rescaled so the unscaled duals stay put."""
+    if not per_neuron:
+        r, s = r.norm().expand_as(rho), s.norm().expand_as(rho)
+    factor = torch.ones_like(rho)
+    factor = torch.where(r > mu * s, torch.full_like(rho, tau), factor)
+    factor = torch.where(s > mu * r, torch.full_like(rho, 1 / tau), factor)
+    return rho * factor, U1 / factor, U2 / factor

@@ -1,0 +1,162 @@
+"""``trim_layer``: the public entry point for one layer, with validation at the boundary."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..errors import NettrimError, require
+from .admm import ADMMSettings, Progress, solve_admm
+from .problem import LayerProblem, append_ones, split_budget
+from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
+
+
+def trim_layer(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    epsilon: float,
+    *,
+    V: torch.Tensor | None = None,
+    relu: bool = True,
+    bias: bool = True,
+    per_neuron: bool = False,
+    settings: ADMMSettings | None = None,
+    warm_start: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    reweight: int = 0,
+    progress: Progress | None = None,
+) -> LayerResult:
+    """Solve the Net-Trim program for one layer.
+
+        minimize ||U||_1  s.t.  ||(U^T X - Y)_Omega||_F <= epsilon,  (U^T X)_{Omega^c} <= V
+
+    Args:
+        X: (P, N) layer inputs, samples as rows.
+        Y: (P, M) original layer outputs (after the ReLU when ``relu``).
+        epsilon: ABSOLUTE tolerance, the paper's eps. With ``per_neuron`` it is split as
+            eps_m = epsilon ||Y_m|| / ||Y||_F (same layer total, independent neurons).
+        V: (P, M) slack on the inactive entries; None means zeros (the exact program, for
+            which Proposition 1 gives ||relu(U^T X) - Y||_F <= epsilon).
+        relu: False for a layer without ReLU (the logits): sparse least squares.
+        bias: append a ones row to X; the bias is then pruned like any weight.
+        per_neuron: one ball per neuron instead of one for the layer.
+        settings: ADMM settings.
+        warm_start: (weight (M, N), bias (M,) or None) to start from, e.g. the original layer.
+        reweight: extra rounds of reweighted l1 (Candes, Wakin, Boyd 2008), each a convex
+            Net-Trim program with weights 1 / (|U| + delta); sparser at the same epsilon.
+        progress: called as progress(iteration, neurons done, neurons total).
+    """
+    settings = settings or ADMMSettings()
+    _validate(X, Y, V, epsilon, relu, warm_start)
+    start = time.perf_counter()
+    dev, dt = X.device, settings.dtype
+    A = append_ones(X.to(dt)) if bias else X.to(dt)
+    Yt = Y.to(dt)
+    Vt = torch.zeros_like(Yt) if V is None else V.to(dt)
+    active = Yt > 0 if relu else torch.ones_like(Yt, dtype=torch.bool)
+    eps = (split_budget(epsilon, Yt, active) if per_neuron
+           else torch.tensor([float(epsilon)], dtype=dt, device=dev))
+    problem = LayerProblem(A, Yt, Vt, eps, relu, bias, per_neuron)
+    if not relu:
+        fit = _least_squares_if_infeasible(problem)
+        if fit is not None:
+            return _result(problem, fit, INFEASIBLE, 0, epsilon, settings, start)
+    U0 = None if warm_start is None else _stack(warm_start, bias).to(dt)
+    out = solve_admm(problem, settings, warm_start=U0, progress=progress)
+    for _ in range(reweight):
+        delta = 0.1 * out.U.abs()[out.U != 0].mean() if out.U.any() else 1.0
+        w = 1.0 / (out.U.abs() + delta)
+        prev = out
+        out = solve_admm(problem, settings, warm_start=out.U, l1_weights=w / w.mean(), progress=progress)
+        out.iterations += prev.iterations
+    status = SOLVED if bool(out.converged.all()) else MAX_ITERATIONS
+    return _result(problem, out.U, status, int(out.iterations.max()), epsilon, settings, start)
+
+
+def _stack(warm_start, bias: bool) -> torch.Tensor:
+    weight, b = warm_start
+    U = weight.T
+    if bias:
+        col = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if b is None else b
+        U = torch.cat([U, col.reshape(1, -1)], dim=0)
+    return U
+
+
+def _least_squares_if_infeasible(problem: LayerProblem) -> torch.Tensor | None:
+    """Without ReLU the program is feasible iff the least-squares residual is within eps.
+
+    Returns the least-squares U when it is not (so the caller can report how close it gets),
+    else None. Uses float64 normal equations with a tiny ridge for rank-deficient inputs.
+    """
+    A, Y = problem.A.double(), problem.Y.double()
+    K = A.T @ A
+    K.diagonal().add_(1e-10 * float(K.diagonal().mean()) + 1e-12)
+    U = torch.linalg.solve(K, A.T @ Y)
+    resid = (A @ U - Y).norm(dim=0)
+    slack = 1e-6 * float(Y.norm()) + 1e-12
+    excess = problem.ball_excess(resid)
+    if bool((excess > slack).any()):
+        return U.to(problem.A.dtype)
+    return None
+
+
+def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerResult:
+    """Measure the returned U in float64 and package it; downgrade status if the check fails."""
+    U64 = U.double()
+    p64 = LayerProblem(problem.A.double(), problem.Y.double(), problem.V.double(),
+                       problem.eps.double(), problem.relu, problem.bias, problem.per_neuron)
+    disc = p64.discrepancy(U64)
+    viol = p64.violation(U64)
+    tol = settings.feasibility_tol
+    if status == SOLVED and not _within(p64, U64, disc, tol):
+        status = MAX_ITERATIONS
+    weight = U[:-1].T.contiguous() if problem.bias else U.T.contiguous()
+    b = U[-1].clone() if problem.bias else None
+    nnz = int((weight != 0).sum()) + (int((b != 0).sum()) if b is not None else 0)
+    return LayerResult(
+        weight=weight, bias=b, status=status, iterations=iterations,
+        discrepancy=float(disc.norm()), epsilon=float(epsilon), max_violation=float(viol.max()),
+        tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
+        per_neuron_discrepancy=disc.float())
+
+
+def _within(p64: LayerProblem, U64, disc, tol) -> bool:
+    """The documented check: discrepancy <= eps (1 + tol) and ||violations||_F <= tol eps."""
+    floor = 1e-6 * float(p64.Y.norm()) + 1e-12
+    if p64.relu:
+        excess = (p64.A @ U64 - p64.V).masked_fill(p64.active, 0).clamp_min(0)
+        vnorm = excess.norm(dim=0)
+    else:
+        vnorm = torch.zeros_like(disc)
+    if p64.per_neuron:
+        return bool(((disc <= p64.eps * (1 + tol) + floor) & (vnorm <= tol * p64.eps + floor)).all())
+    return float(disc.norm()) <= float(p64.eps) * (1 + tol) + floor and \
+        float(vnorm.norm()) <= tol * float(p64.eps) + floor
+
+
+def _validate(X, Y, V, epsilon, relu, warm_start) -> None:
+    require(isinstance(X, torch.Tensor) and isinstance(Y, torch.Tensor),
+            "X and Y must be torch tensors")
+    require(X.ndim == 2 and Y.ndim == 2,
+            f"X and Y must be 2-D (samples as rows), got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+    require(X.shape[0] == Y.shape[0],
+            f"X has {X.shape[0]} samples (rows) but Y has {Y.shape[0]}: pass them as (P, N) and (P, M)")
+    require(X.shape[0] > 0 and X.shape[1] > 0 and Y.shape[1] > 0, "X and Y must not be empty")
+    require(bool(torch.isfinite(X).all()), "X contains NaN or Inf: clean the layer inputs first")
+    require(bool(torch.isfinite(Y).all()), "Y contains NaN or Inf: clean the layer outputs first")
+    try:
+        eps = float(epsilon)
+    except (TypeError, ValueError):
+        raise NettrimError(f"epsilon must be a positive number, got {epsilon!r}") from None
+    require(math.isfinite(eps) and eps > 0, f"epsilon must be a positive finite number, got {epsilon}")
+    if relu:
+        require(bool((Y >= 0).all()),
+                "Y has negative entries but relu=True: pass the ReLU output, or relu=False")
+    if V is not None:
+        require(isinstance(V, torch.Tensor) and V.shape == Y.shape,
+                f"V must have Y's shape {tuple(Y.shape)}, got {tuple(getattr(V, 'shape', ()))}")
+        require(bool(torch.isfinite(V).all()), "V contains NaN or Inf")
+    if warm_start is not None:
+        w = warm_start[0]
+        require(w.shape == (Y.shape[1], X.shape[1]),
+                f"warm-start weight must be (M, N) = {(Y.shape[1], X.shape[1])}, got {tuple(w.shape)}")
