@@ -1,0 +1,6 @@
+"""Capture of layer inputs and outputs from any PyTorch model."""
+from .activations import capture_layer, network_output
+from .adapters import ADAPTERS, adapter_for
+from .graph import LayerSpec, trace_layers
+
+__all__ = ["capture_layer", "network_output", "trace_layers", "LayerSpec", "adapter_for", "ADAPTERS"]

@@ -1,0 +1,56 @@
+"""Capture one layer's inputs and outputs with forward hooks, batch by batch.
+
+Only the requested layer's matrices are kept; the forward pass is cut short right after that
+layer, so capture never holds more than X (P x N) and Z (P x M) of one layer.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .adapters import adapter_for
+
+
+class _Stop(Exception):
+    pass
+
+
+def capture_layer(model: nn.Module, name: str, inputs: torch.Tensor,
+                  batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs X (P, N) and pre-activation outputs Z (P, M) of layer ``name`` on ``inputs``."""
+    module = model.get_submodule(name)
+    adapter = adapter_for(module, name)
+    xs, zs = [], []
+
+    def hook(mod, args, out):
+        X, Z = adapter.matrices(args[0].detach(), out.detach())
+        xs.append(X.clone())
+        zs.append(Z.clone())
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], batch_size):
+                try:
+                    model(inputs[start:start + batch_size])
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(xs), torch.cat(zs)
+
+
+def network_output(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The model's output on ``inputs`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model(inputs[s:s + batch_size])
+                              for s in range(0, inputs.shape[0], batch_size)])
+    finally:
+        model.train(was_training)

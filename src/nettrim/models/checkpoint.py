@@ -1,0 +1,134 @@
+"""Checkpoints: plain ``torch.save`` dicts loadable with ``torch.load(path, weights_only=True)``.
+
+File layout: ``{"format", "arch", "arch_kwargs", "state_dict", "meta"}`` holding only tensors,
+str, int, float, bool, None, lists, tuples and dicts. Writes are atomic (temp file + os.replace).
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import NettrimError, require
+from .architectures import ARCHITECTURES, build_model
+
+FORMAT = "nettrim-checkpoint/1"
+_KEYS = ("arch", "arch_kwargs", "state_dict", "meta")
+
+
+def _plain(obj, where: str):
+    """A copy of ``obj`` made of types ``torch.load(weights_only=True)`` accepts."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, dict):
+        require(all(isinstance(k, str) for k in obj), f"{where} has a non-string key")
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    raise NettrimError(f"{where} has type {type(obj).__name__}; checkpoints hold only "
+                       "tensors, str, int, float, bool, None, lists, tuples and dicts")
+
+
+def _atomic_write(path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temp file next to ``path``, then move it into place."""
+    path = Path(path)
+    require(not path.is_dir(), f"cannot write to {path}: it is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path, model: nn.Module, arch: str, arch_kwargs: dict | None = None,
+                    meta: dict | None = None) -> Path:
+    """Atomically write ``model``'s state with what rebuilds it: ``build_model(arch, **arch_kwargs)``
+    (checked before writing: a mismatch raises :class:`NettrimError`)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    _check_state(build_model(arch, **(arch_kwargs or {})), state, arch, Path(path))
+    payload = {"format": FORMAT, "arch": arch,
+               "arch_kwargs": _plain(dict(arch_kwargs or {}), "arch_kwargs"),
+               "state_dict": state,
+               "meta": _plain(dict(meta or {}), "meta")}
+    return _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _read(path: Path) -> dict:
+    require(path.is_file(), f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise NettrimError(f"{path} is not a nettrim checkpoint (torch.load failed: "
+                           f"{type(exc).__name__})") from exc
+    require(isinstance(ckpt, dict) and all(k in ckpt for k in _KEYS),
+            f"{path} is not a nettrim checkpoint (expected a dict with keys {', '.join(_KEYS)})")
+    require(isinstance(ckpt["arch_kwargs"], dict) and isinstance(ckpt["state_dict"], dict),
+            f"{path} is not a nettrim checkpoint (arch_kwargs and state_dict must be dicts)")
+    return ckpt
+
+
+def _check_state(model: nn.Module, state: dict, arch: str, path: Path) -> None:
+    """One-line error when ``state`` does not fit ``model`` (missing/extra keys, shapes)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shapes = [k for k in want if k in state and (not isinstance(state[k], torch.Tensor)
+                                                  or state[k].shape != want[k].shape)]
+    problems = [f"{label} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+                for label, keys in (("missing", missing), ("unexpected", extra),
+                                    ("wrong shape", shapes)) if keys]
+    require(not problems, f"{path}: state dict does not match architecture {arch!r}: "
+            + "; ".join(problems))
+
+
+def load_checkpoint(path, device=None) -> tuple[nn.Module, dict]:
+    """Rebuild the model saved at ``path`` (in eval mode, on ``device``, default CPU).
+
+    Returns ``(model, info)`` with ``info = {"arch", "arch_kwargs", "meta", "path"}``.
+    """
+    path = Path(path)
+    ckpt = _read(path)
+    arch, kwargs = ckpt["arch"], ckpt["arch_kwargs"]
+    require(isinstance(arch, str) and arch in ARCHITECTURES,
+            f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    try:
+        model = build_model(arch, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise NettrimError(f"{path}: cannot rebuild {arch!r} from arch_kwargs {kwargs}: {exc}") from exc
+    _check_state(model, ckpt["state_dict"], arch, path)
+    model.load_state_dict(ckpt["state_dict"])
+    if device is not None:
+        model.to(device)
+    info = {"arch": arch, "arch_kwargs": kwargs, "meta": ckpt["meta"], "path": str(path)}
+    return model.eval(), info
+
+
+def export_safetensors(path, model: nn.Module, metadata: dict[str, str] | None = None) -> Path:
+    """Atomically write ``model.state_dict()`` as a ``.safetensors`` file."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta or None))

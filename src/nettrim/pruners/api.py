@@ -1,0 +1,83 @@
+"""``nettrim.prune``: one entry point for Net-Trim and every baseline."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from ..errors import NettrimError, require
+from ..layer import ADMMSettings
+from .network import MODES, PruneResult, run_scheme
+from .nettrim import NetTrimMethod
+
+METHODS = ("nettrim",)
+
+
+def prune(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    method: str = "nettrim",
+    mode: str = "cascade",
+    epsilon: float = 0.05,
+    gamma: float = 1.1,
+    kappa: float = 1.0,
+    sparsity: float | None = None,
+    per_neuron: bool = False,
+    reweight: int = 0,
+    settings: ADMMSettings | None = None,
+    layers: list[str] | None = None,
+    batch_size: int = 1024,
+    cleanup: bool = True,
+    progress: bool = True,
+    **method_options,
+) -> PruneResult:
+    """Prune a trained ReLU network; returns ``.model`` (a pruned deep copy) and ``.report``.
+
+    Args:
+        model: any nn.Module of Linear/Conv2d layers with ReLU (Flatten, Dropout, Identity,
+            pooling allowed), sequential or nested. It is not modified.
+        inputs: (P, ...) network inputs the layer responses are kept on (training samples).
+        method: "nettrim" (convex, epsilon-controlled; see below).
+        mode: "cascade" (layer l sees the pruned network's inputs; sparser) or "parallel"
+            (every layer on the original network; independent jobs).
+        epsilon: RELATIVE tolerance: eps_l = epsilon ||Y_l||_F (parallel, and the first layer
+            in cascade). Cascade layers after the first use eps_l^2 = gamma ||(W_l^T Xhat -
+            Y_l)_Omega||^2.
+        gamma: cascade inflation (>= 1). kappa: risk factor in (0, 1] on the logits layer.
+        per_neuron: split every layer's budget per neuron (independent problems).
+        reweight: rounds of reweighted l1 after the first solve (sparser at equal eps).
+        settings: ADMM settings. layers: names of the layers to prune (default all).
+        cleanup: remove dead units between consecutive Linear layers (exact, see ``cleanup``).
+    """
+    _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity)
+    settings = settings or ADMMSettings()
+    if method == "nettrim":
+        layer_method = NetTrimMethod(mode=mode, epsilon=epsilon, gamma=gamma, kappa=kappa,
+                                     per_neuron=per_neuron, reweight=reweight, settings=settings)
+    record = dict(epsilon=epsilon, gamma=gamma, kappa=kappa, per_neuron=per_neuron,
+                  reweight=reweight, samples=int(inputs.shape[0]),
+                  feasibility_tol=settings.feasibility_tol,
+                  admm={k: str(v) if isinstance(v, torch.dtype) else v
+                        for k, v in asdict(settings).items()})
+    return run_scheme(model, inputs, layer_method, mode=mode, method_name=method, settings=record,
+                      batch_size=batch_size, cleanup=cleanup, progress=progress, layers=layers)
+
+
+def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> None:
+    require(isinstance(model, nn.Module), f"model must be a torch.nn.Module, got {type(model).__name__}")
+    require(isinstance(inputs, torch.Tensor) and inputs.ndim >= 2 and inputs.shape[0] > 0,
+            "inputs must be a non-empty tensor of samples, shape (P, ...)")
+    require(bool(torch.isfinite(inputs).all()), "inputs contain NaN or Inf")
+    for name, p in model.named_parameters():
+        require(bool(torch.isfinite(p).all()), f"parameter '{name}' contains NaN or Inf")
+    require(method in METHODS, f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    require(mode in MODES, f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    require(isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon > 0,
+            f"epsilon must be a positive number (relative tolerance), got {epsilon}")
+    require(gamma >= 1, f"gamma must be >= 1, got {gamma}")
+    require(0 < kappa <= 1, f"kappa must lie in (0, 1], got {kappa}")
+    if sparsity is not None:
+        require(0 < sparsity < 1, f"sparsity must lie in (0, 1), got {sparsity}")

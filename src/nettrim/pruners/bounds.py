@@ -1,0 +1,48 @@
+"""The discrepancy bounds of the Net-Trim papers, in the form that holds for any network.
+
+Write e_l = ||Yhat_l - Y_l||_F for the pruned network's layer-l response against the
+original's on the same inputs, with e_0 = 0 (same network input). ReLU is 1-Lipschitz.
+
+* parallel (Theorem 1, recursive form): Proposition 1 on the original inputs gives
+  ||relu(U_l^T X_l) - Y_l|| <= eps_l, and ||relu(U_l^T Xhat) - relu(U_l^T X)|| <= ||U_l||_2 e_(l-1),
+  so e_l <= eps_l + ||U_l||_2 e_(l-1). For link-normalized nets this is sum_l eps_l.
+* cascade (Theorem 2): on Omega the constraint gives the eps_l^2 = gamma ||(W_l^T Xhat -
+  Y_l)_Omega||^2 budget; off Omega U_l^T Xhat <= W_l^T Xhat so relu(U_l^T Xhat) <=
+  relu(W_l^T Xhat). Together e_l^2 <= gamma ||W_l^T (Xhat - X)||^2 <= gamma ||W_l||_2^2 e_(l-1)^2,
+  so e_L <= eps_1 prod_(l>=2) sqrt(gamma) ||W_l||_2 (times kappa for the logits layer); for
+  ||W_l||_2 <= 1 this is the paper's eps_1 sqrt(prod gamma).
+
+The bias row of U multiplies the ones row, identical in X and Xhat, so only the weight
+matrix's spectral norm enters.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def spectral_norm(weight: torch.Tensor) -> float:
+    """Largest singular value of the (M, N) weight matrix (conv kernels flattened)."""
+    return float(torch.linalg.matrix_norm(weight.detach().double().reshape(weight.shape[0], -1), ord=2))
+
+
+def parallel_bound(eps: list[float], norms: list[float]) -> float:
+    """e_L from e_l <= eps_l + ||U_l||_2 e_(l-1), e_0 = 0; ``norms`` are the pruned ||U_l||_2."""
+    e = 0.0
+    for eps_l, norm_l in zip(eps, norms):
+        e = eps_l + norm_l * e
+    return e
+
+
+def cascade_bound(eps1: float, gamma: float, later_norms: list[float], kappa: float = 1.0) -> float:
+    """e_L <= eps_1 prod_(l>=2) sqrt(gamma) ||W_l||_2, with kappa on the last layer."""
+    e = eps1
+    for norm_l in later_norms:
+        e *= math.sqrt(gamma) * norm_l
+    return e * (kappa if later_norms else 1.0)
+
+
+def cascade_bound_normalized(eps1: float, gamma: float, n_layers: int) -> float:
+    """The paper's Theorem 2 for link-normalized networks: eps_1 sqrt(gamma^(L-1))."""
+    return eps1 * math.sqrt(gamma ** (n_layers - 1))

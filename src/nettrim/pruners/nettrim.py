@@ -1,0 +1,62 @@
+"""Net-Trim as a layer method: the tolerance of each scheme, then the convex solve.
+
+* parallel (Theorem 1): X and Y from the original network, V = 0, eps_l = epsilon ||Y_l||_F.
+* cascade (Theorem 2): X = Xhat from the pruned layers before, V = W_l^T Xhat, and
+  eps_l^2 = gamma ||(W_l^T Xhat - Y_l)_Omega||_F^2 (the original W_l stays feasible); the
+  first layer is solved as in parallel.
+* the logits layer's eps is multiplied by the risk factor kappa in (0, 1].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import NettrimError
+from ..layer import ADMMSettings, trim_layer
+from ..layer.result import INFEASIBLE
+from .base import LayerJob, LayerOutcome
+
+
+@dataclass
+class NetTrimMethod:
+    """Callable layer method; see the module docstring for the tolerances."""
+
+    mode: str = "cascade"
+    epsilon: float = 0.05
+    gamma: float = 1.1
+    kappa: float = 1.0
+    per_neuron: bool = False
+    reweight: int = 0
+    settings: ADMMSettings = ADMMSettings()
+    progress: object = None
+
+    def tolerance(self, job: LayerJob) -> tuple[float, torch.Tensor | None]:
+        """(absolute eps, V) for this layer under the scheme."""
+        target = float(job.Y.norm())
+        if self.mode == "parallel" or job.first:
+            eps, V = self.epsilon * target, None
+        else:
+            gap = float(((job.Z - job.Y) * job.active).norm())
+            eps, V = math.sqrt(self.gamma) * gap, (job.Z if job.spec.relu else None)
+            eps = max(eps, 1e-6 * target)  # pruned input identical to the original: keep eps > 0
+        if job.last:
+            eps *= self.kappa
+        return eps, V
+
+    def __call__(self, job: LayerJob) -> LayerOutcome:
+        eps, V = self.tolerance(job)
+        res = trim_layer(job.X, job.Y, eps, V=V, relu=job.spec.relu, bias=job.bias is not None,
+                         per_neuron=self.per_neuron, settings=self.settings,
+                         reweight=self.reweight, progress=self.progress)
+        if res.status == INFEASIBLE:
+            need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
+            raise NettrimError(
+                f"layer '{job.spec.name}' is infeasible: eps = {eps:.4g} but the best "
+                f"least-squares fit misses by {res.discrepancy:.4g}; raise kappa to at least "
+                f"{need:.3f} (or epsilon)")
+        info = {"solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
+                "tolerance": res.tolerance, "solver_seconds": res.seconds}
+        return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
+                            status=res.status, iterations=res.iterations, epsilon=eps, info=info)
