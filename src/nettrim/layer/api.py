@@ -62,15 +62,31 @@ def trim_layer(
         if fit is not None:
             return _result(problem, fit, INFEASIBLE, 0, epsilon, settings, start)
     U0 = None if warm_start is None else _stack(warm_start, bias).to(dt)
-    out = solve_admm(problem, settings, warm_start=U0, progress=progress)
+    U, converged, iterations = _solve_on_live_features(problem, settings, U0, reweight, progress)
+    status = SOLVED if converged else MAX_ITERATIONS
+    return _result(problem, U, status, iterations, epsilon, settings, start)
+
+
+def _solve_on_live_features(problem, settings, U0, reweight, progress):
+    """ADMM on the features that are not identically zero, then reweighted rounds.
+
+    A feature (column of A) that is zero on every sample leaves every constraint unchanged,
+    so its weights are 0 at the optimum: it is dropped before solving (MNIST border pixels).
+    """
+    live = problem.A.abs().amax(dim=0) > 0
+    sub = LayerProblem(problem.A[:, live], problem.Y, problem.V, problem.eps, problem.relu,
+                       problem.bias, problem.per_neuron)
+    out = solve_admm(sub, settings, warm_start=None if U0 is None else U0[live], progress=progress)
+    iterations = out.iterations.clone()
     for _ in range(reweight):
-        delta = 0.1 * out.U.abs()[out.U != 0].mean() if out.U.any() else 1.0
+        nonzero = out.U[out.U != 0]
+        delta = 0.1 * float(nonzero.abs().mean()) if nonzero.numel() else 1.0
         w = 1.0 / (out.U.abs() + delta)
-        prev = out
-        out = solve_admm(problem, settings, warm_start=out.U, l1_weights=w / w.mean(), progress=progress)
-        out.iterations += prev.iterations
-    status = SOLVED if bool(out.converged.all()) else MAX_ITERATIONS
-    return _result(problem, out.U, status, int(out.iterations.max()), epsilon, settings, start)
+        out = solve_admm(sub, settings, warm_start=out.U, l1_weights=w / w.mean(), progress=progress)
+        iterations += out.iterations
+    U = torch.zeros(problem.A.shape[1], problem.Y.shape[1], dtype=out.U.dtype, device=out.U.device)
+    U[live] = out.U
+    return U, bool(out.converged.all()), int(iterations.max())
 
 
 def _stack(warm_start, bias: bool) -> torch.Tensor:

@@ -107,8 +107,11 @@ def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, mome
 def train(model: nn.Module, images, labels, *, epochs: int, batch_size: int = 128,
           lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam",
           momentum: float = 0.9, seed: int = 0, progress: bool = True,
-          masks: dict[str, torch.Tensor] | None = None, device=None) -> TrainLog:
+          masks: dict[str, torch.Tensor] | None = None, device=None,
+          schedule: str = "constant") -> TrainLog:
     """Train ``model`` in place with cross-entropy; reproducible from ``seed``.
+
+    ``schedule``: "constant" learning rate, or "cosine" annealing to zero over the epochs.
 
     ``masks`` (name -> bool, True = keep) pins the other entries at exactly zero: they are
     zeroed once before training, their gradients before every step, and the entries after it.
@@ -122,6 +125,9 @@ def train(model: nn.Module, images, labels, *, epochs: int, batch_size: int = 12
     model.to(dev)
     pairs = _masked_params(model, masks, dev)
     opt = _optimizer(model, optimizer, lr, weight_decay, momentum)
+    require(schedule in ("constant", "cosine"), f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(epochs), 1)) \
+        if schedule == "cosine" else None
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     was_training, log = model.training, TrainLog()
@@ -132,6 +138,8 @@ def train(model: nn.Module, images, labels, *, epochs: int, batch_size: int = 12
             _train_epoch(model, x, y, opt, pairs, gen, int(batch_size), dev, log,
                          tqdm(total=len(x), desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                               disable=not progress, leave=False))
+            if sched is not None:
+                sched.step()
     finally:
         model.train(was_training)
     return log

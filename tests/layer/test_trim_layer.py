@@ -1,0 +1,123 @@
+"""trim_layer reaches the convex optimum (cvxpy) and returns checked, feasible answers."""
+import numpy as np
+import pytest
+import torch
+
+from nettrim import ADMMSettings, NettrimError, trim_layer
+from nettrim.layer.reference import solve_reference
+
+F64 = ADMMSettings(dtype=torch.float64)
+
+
+def teacher(seed, P=150, N=25, M=5, density=0.4):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(P, N, generator=g, dtype=torch.float64)
+    W = torch.randn(M, N, generator=g, dtype=torch.float64) * (torch.rand(M, N, generator=g) < density)
+    b = 0.1 * torch.randn(M, generator=g, dtype=torch.float64)
+    return X, X @ W.T + b
+
+
+def l1(res):
+    return float(res.weight.abs().sum() + (res.bias.abs().sum() if res.bias is not None else 0))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("per_neuron", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_admm_matches_cvxpy(relu, per_neuron, seed):
+    X, Z = teacher(seed)
+    Y = torch.relu(Z) if relu else Z
+    eps = 0.1 * float(Y.norm())
+    res = trim_layer(X, Y, eps, relu=relu, per_neuron=per_neuron, settings=F64)
+    ref = solve_reference(X, Y, eps, relu=relu, per_neuron=per_neuron)
+    assert res.status == "solved"
+    assert abs(l1(res) - np.abs(ref).sum()) <= 2e-3 * np.abs(ref).sum()
+    assert res.discrepancy <= eps * (1 + res.tolerance) + 1e-9
+
+
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_proposition_1_holds(per_neuron):
+    """Any feasible U with V = 0 has ||relu(U^T X) - Y||_F <= eps (up to the stated tolerance)."""
+    X, Z = teacher(3, P=300, N=40, M=8)
+    Y = torch.relu(Z)
+    for g in (0.02, 0.1, 0.3):
+        eps = g * float(Y.norm())
+        res = trim_layer(X, Y, eps, per_neuron=per_neuron, settings=F64)
+        out = torch.relu(X @ res.weight.T + res.bias)
+        assert res.status == "solved"
+        assert float((out - Y).norm()) <= eps * (1 + 2 * res.tolerance)
+
+
+def test_float32_reaches_the_same_optimum():
+    X, Z = teacher(4)
+    Y = torch.relu(Z)
+    eps = 0.05 * float(Y.norm())
+    r64 = trim_layer(X, Y, eps, settings=F64)
+    r32 = trim_layer(X.float(), Y.float(), eps)
+    assert r32.status == "solved" and r32.weight.dtype == torch.float32
+    assert abs(l1(r32) - l1(r64)) <= 5e-3 * l1(r64)
+
+
+def test_slack_V_is_respected():
+    X, Z = teacher(5)
+    Y = torch.relu(Z)
+    V = Z + 0.5  # cascade-style slack: the original weights are feasible
+    res = trim_layer(X, Y, 0.05 * float(Y.norm()), V=V, settings=F64)
+    out = X @ res.weight.T + res.bias
+    off = Y <= 0
+    assert res.status == "solved"
+    assert float((out - V)[off].clamp_min(0).max()) == pytest.approx(res.max_violation, abs=1e-9)
+    assert res.max_violation <= 1e-3 * float(Y.norm())
+
+
+def test_no_bias_and_exact_zeros():
+    X, Z = teacher(6)
+    Y = torch.relu(Z)
+    res = trim_layer(X, Y, 0.1 * float(Y.norm()), bias=False, settings=F64)
+    assert res.bias is None and res.weight.shape == (5, 25)
+    assert res.nnz == int((res.weight != 0).sum()) < res.weight.numel()
+
+
+def test_zero_features_get_zero_weights():
+    X, _ = teacher(7)
+    X[:, :3] = 0
+    Y = torch.relu(X @ torch.randn(25, 5, generator=torch.Generator().manual_seed(7), dtype=X.dtype))
+    res = trim_layer(X, Y, 0.1 * float(Y.norm()), settings=F64)
+    assert res.status == "solved" and bool((res.weight[:, :3] == 0).all())
+
+
+def test_reweighting_is_sparser_and_feasible():
+    X, Z = teacher(8, P=200, N=40, M=6, density=0.3)
+    Y = torch.relu(Z)
+    eps = 0.1 * float(Y.norm())
+    plain = trim_layer(X, Y, eps, settings=F64)
+    rw = trim_layer(X, Y, eps, reweight=2, settings=F64)
+    assert rw.status == "solved" and rw.discrepancy <= eps * (1 + rw.tolerance)
+    assert rw.nnz <= plain.nnz
+
+
+def test_infeasible_last_layer_is_reported():
+    g = torch.Generator().manual_seed(9)
+    X = torch.randn(100, 10, generator=g, dtype=torch.float64)
+    Y = torch.randn(100, 3, generator=g, dtype=torch.float64)  # not a linear function of X
+    res = trim_layer(X, Y, 1e-3 * float(Y.norm()), relu=False)
+    assert res.status == "infeasible" and res.discrepancy > 1e-3 * float(Y.norm())
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(epsilon=0.0), "epsilon"),
+    (dict(epsilon=-1.0), "epsilon"),
+    (dict(epsilon=float("nan")), "epsilon"),
+    (dict(Y=torch.ones(7, 2)), "samples"),
+    (dict(X=torch.full((10, 4), float("nan"))), "NaN"),
+    (dict(Y=-torch.ones(10, 2)), "negative"),
+    (dict(V=torch.zeros(3, 3)), "V must have"),
+    (dict(X=torch.ones(10)), "2-D"),
+])
+def test_bad_input_gets_one_line_error(bad, match):
+    args = dict(X=torch.randn(10, 4), Y=torch.rand(10, 2), epsilon=0.1)
+    args.update(bad)
+    V = args.pop("V", None)
+    with pytest.raises(NettrimError, match=match) as info:
+        trim_layer(args["X"], args["Y"], args["epsilon"], V=V)
+    assert "\n" not in str(info.value)
