@@ -10,9 +10,10 @@ from torch import nn
 from ..errors import NettrimError, require
 from ..layer import ADMMSettings
 from .network import MODES, PruneResult, run_scheme
+from .baselines import DCMethod, LOBSMethod, NetTrimAtSparsity, ThresholdMethod
 from .nettrim import NetTrimMethod
 
-METHODS = ("nettrim",)
+METHODS = ("nettrim", "threshold", "dc", "lobs")
 
 
 def prune(
@@ -25,6 +26,7 @@ def prune(
     gamma: float = 1.1,
     kappa: float = 1.0,
     sparsity: float | None = None,
+    counts: dict[str, int] | None = None,
     per_neuron: bool = False,
     reweight: int = 0,
     settings: ADMMSettings | None = None,
@@ -40,7 +42,9 @@ def prune(
         model: any nn.Module of Linear/Conv2d layers with ReLU (Flatten, Dropout, Identity,
             pooling allowed), sequential or nested. It is not modified.
         inputs: (P, ...) network inputs the layer responses are kept on (training samples).
-        method: "nettrim" (convex, epsilon-controlled; see below).
+        method: "nettrim" (convex; epsilon-controlled, or ``sparsity``-controlled by a search
+            over epsilon), "threshold" (hard thresholding), "dc" (FeTa DC pruning), "lobs"
+            (layer-wise OBS; ``greedy=False`` for the one-shot public version).
         mode: "cascade" (layer l sees the pruned network's inputs; sparser) or "parallel"
             (every layer on the original network; independent jobs).
         epsilon: RELATIVE tolerance: eps_l = epsilon ||Y_l||_F (parallel, and the first layer
@@ -49,15 +53,32 @@ def prune(
         gamma: cascade inflation (>= 1). kappa: risk factor in (0, 1] on the logits layer.
         per_neuron: split every layer's budget per neuron (independent problems).
         reweight: rounds of reweighted l1 after the first solve (sparser at equal eps).
+        sparsity: fraction of zeros per pruned layer (weights and biases), in (0, 1); required
+            by the baselines, optional for Net-Trim.
+        counts: exact non-zero counts per layer name (overrides ``sparsity`` for those layers),
+            e.g. another method's counts, to compare at equal size.
         settings: ADMM settings. layers: names of the layers to prune (default all).
+        method_options: passed to the baseline (e.g. greedy=False for lobs, options={} for dc).
         cleanup: remove dead units between consecutive Linear layers (exact, see ``cleanup``).
     """
     _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity)
+    require(method == "nettrim" or sparsity is not None or counts,
+            f"method {method!r} needs a target: pass sparsity=... (or counts=...)")
     settings = settings or ADMMSettings()
-    if method == "nettrim":
+    target = dict(sparsity=sparsity, counts=dict(counts or {}))
+    if method == "nettrim" and sparsity is None and not counts:
         layer_method = NetTrimMethod(mode=mode, epsilon=epsilon, gamma=gamma, kappa=kappa,
                                      per_neuron=per_neuron, reweight=reweight, settings=settings)
-    record = dict(epsilon=epsilon, gamma=gamma, kappa=kappa, per_neuron=per_neuron,
+    elif method == "nettrim":
+        layer_method = NetTrimAtSparsity(**target, settings=settings, **method_options)
+    else:
+        cls = {"threshold": ThresholdMethod, "lobs": LOBSMethod, "dc": DCMethod}[method]
+        try:
+            layer_method = cls(**target, **method_options)
+        except TypeError as exc:
+            raise NettrimError(f"bad option for method {method!r}: {exc}") from None
+    record = dict(sparsity=sparsity, counts=counts, epsilon=epsilon, gamma=gamma, kappa=kappa,
+                  per_neuron=per_neuron,
                   reweight=reweight, samples=int(inputs.shape[0]),
                   feasibility_tol=settings.feasibility_tol,
                   admm={k: str(v) if isinstance(v, torch.dtype) else v

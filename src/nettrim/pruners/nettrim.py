@@ -47,8 +47,11 @@ class NetTrimMethod:
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
         eps, V = self.tolerance(job)
+        # cascade layers after the first: the original weights are feasible and a good start
+        # (measured: 3x fewer ADMM iterations); elsewhere the ridge solution starts better
+        warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
         res = trim_layer(job.X, job.Y, eps, V=V, relu=job.spec.relu, bias=job.bias is not None,
-                         per_neuron=self.per_neuron, settings=self.settings,
+                         per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
                          reweight=self.reweight, progress=self.progress)
         if res.status == INFEASIBLE:
             need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
