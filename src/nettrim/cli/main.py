@@ -50,6 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     _add_data(p)
 
+    p = sub.add_parser("compare", help="every method on the same network, data and sparsities")
+    p.add_argument("--model", default="lenet-300-100")
+    _add_data(p)
+    p.add_argument("--checkpoint", type=Path, default=None, help="use this model instead of a cached one")
+    p.add_argument("--methods", default="nettrim,threshold,dc,lobs")
+    p.add_argument("--sparsity", default=None, help="comma-separated, e.g. 0.5,0.7,0.8,0.9,0.95")
+    p.add_argument("--retrain-epochs", type=int, default=None)
+    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
+    p.add_argument("--hidden-only", action="store_true", help="leave the logits layer dense")
+    p.add_argument("--quick", action="store_true", help="small preset for CI-sized checks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/compare"))
+
+    p = sub.add_parser("experiment", help="the experiments that check the theory")
+    p.add_argument("name", help="sample-complexity, bounds, cascade-vs-parallel, depth, "
+                                "dimensionality, robustness")
+    p.add_argument("--preset", default="quick", choices=["quick", "full"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+
     p = sub.add_parser("demo", help="train LeNet-300-100 on MNIST (cached), prune it, report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--epsilon", type=float, default=None)
@@ -87,10 +108,57 @@ def run(args: argparse.Namespace) -> int:
         nz = count_nonzero(model)
         print(f"{args.checkpoint}: {info['arch']}, test accuracy {evaluate(model, xt, yt):.2f} %, "
               f"{nz['nonzero']} / {nz['total']} non-zero weights and biases")
+    elif args.command == "compare":
+        _compare(args, progress)
+    elif args.command == "experiment":
+        from ..experiments.registry import EXPERIMENTS
+
+        if args.name not in EXPERIMENTS:
+            raise NettrimError(f"unknown experiment {args.name!r}; choose from {', '.join(EXPERIMENTS)}")
+        EXPERIMENTS[args.name](args.out or Path("runs") / args.name, args.preset, args.seed)
     elif args.command == "demo":
         wf.demo(args.out, epsilon=args.epsilon, samples=args.samples,
                 finetune_epochs=args.finetune_epochs, progress=progress)
     return 0
+
+
+def _parse_floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NettrimError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _compare(args, progress: bool) -> None:
+    from ..experiments import compare as cmp
+    from ..models import load_checkpoint
+    from . import workflows as wf
+
+    preset = cmp.QUICK if args.quick else cmp.FULL
+    if args.checkpoint is not None:
+        model, _ = load_checkpoint(args.checkpoint)
+    else:
+        cache = Path("runs/cache") / f"{args.model}-{args.dataset}{'-quick' if args.quick else ''}.pt"
+        model, _ = wf.load_or_train(cache, args.model, args.dataset, progress=progress,
+                                    epochs=preset["train_epochs"], data_dir=args.data_dir)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sparsities = _parse_floats(args.sparsity, "--sparsity") if args.sparsity else list(preset["sparsities"])
+    layers = None
+    if args.hidden_only:
+        from ..capture import trace_layers
+        from ..data import DATASETS
+        import torch
+
+        specs = trace_layers(model, torch.zeros(2, *DATASETS[args.dataset].shape))
+        layers = [s.name for s in specs[:-1]]
+    result = cmp.compare(model, args.dataset, methods, sparsities,
+                         samples=args.samples or preset["samples"],
+                         retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
+                         mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
+                         retrain_subset=preset["retrain_subset"], progress=progress)
+    paths = cmp.write(result, args.out)
+    print(cmp.table(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,8 @@ def write_outputs(out: dict, out_dir: Path, stem: str, source: Path | None = Non
     return paths
 
 
-def load_or_train(path: Path, arch: str, dataset: str, *, progress=True, log=print):
+def load_or_train(path: Path, arch: str, dataset: str, *, progress=True, log=print, epochs=None,
+                  data_dir=None):
     """Reuse the cached checkpoint at ``path`` when it loads, else train one there."""
     if path.exists():
         try:
@@ -138,7 +139,8 @@ def load_or_train(path: Path, arch: str, dataset: str, *, progress=True, log=pri
                 return model, info
         except NettrimError as exc:
             log(f"cached checkpoint unusable ({exc}); training a new one")
-    model, meta = train_model(arch, dataset, path, progress=progress, log=log)
+    model, meta = train_model(arch, dataset, path, progress=progress, log=log, epochs=epochs,
+                              data_dir=data_dir)
     return model, {"arch": arch, "arch_kwargs": {}, "meta": meta}
 
 

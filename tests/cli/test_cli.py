@@ -1,0 +1,68 @@
+"""The command line on real MNIST with a small trained model: outputs, reports, bad input."""
+import json
+
+import pytest
+import torch
+
+from nettrim.cli.main import main
+from nettrim.data import load_dataset, subset
+from nettrim.models import build_model, save_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.set_num_threads(1)
+    x, y = load_dataset("mnist", "train")
+    xs, ys = subset(x, y, 5000, seed=0)
+    model = build_model("mlp-60-60")
+    train(model, xs, ys, epochs=3, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
+    return path
+
+
+def test_prune_writes_report_plot_and_checkpoints(checkpoint, tmp_path, capsys):
+    rc = main(["--no-progress", "prune", str(checkpoint), "--samples", "500", "--epsilon", "0.05",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["mlp-nettrim-cascade.json", "mlp-nettrim-cascade.png", "mlp-nettrim-cascade.pt"]
+    report = json.loads((tmp_path / "mlp-nettrim-cascade.json").read_text())
+    assert report["report"]["sparsity"] > 0.5
+    assert all(layer["status"] == "solved" for layer in report["report"]["layers"])
+    assert report["test_accuracy_after"] > report["test_accuracy_before"] - 3
+    # the pruned checkpoint loads with plain torch, no nettrim needed
+    raw = torch.load(tmp_path / "mlp-nettrim-cascade.pt", weights_only=True)
+    assert raw["arch"] == "mlp-60-60" and int((raw["state_dict"]["1.weight"] == 0).sum()) > 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_eval(checkpoint, capsys):
+    assert main(["eval", str(checkpoint)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["prune", "/no/such.pt", "--out", "OUT"], "checkpoint not found"),
+    (["prune", "CKPT", "--epsilon", "-1", "--out", "OUT"], "epsilon"),
+    (["prune", "CKPT", "--dataset", "fashion-mnist", "--data-dir", "/no/dir", "--out", "OUT"], "/no/dir"),
+    (["compare", "--checkpoint", "CKPT", "--methods", "nettrim,magic", "--out", "OUT"], "unknown method"),
+    (["experiment", "nonsense"], "unknown experiment"),
+])
+def test_bad_input_one_line_no_output(argv, match, checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [str(checkpoint) if a == "CKPT" else str(out) if a == "OUT" else a for a in argv]
+    assert main(["--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and match in err and "\n" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_refuses_to_overwrite_input(checkpoint, capsys):
+    before = checkpoint.read_bytes()
+    # the output stem differs from the input, so point --out at a copy named like the output
+    target = checkpoint.parent / "mlp-nettrim-cascade.pt"
+    target.write_bytes(before)
+    rc = main(["--no-progress", "prune", str(target), "--samples", "200", "--out", str(checkpoint.parent)])
+    assert rc == 0  # stem gets the suffix again: mlp-nettrim-cascade-nettrim-cascade.pt
+    assert checkpoint.read_bytes() == before
