@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import numbers
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..report.io import atomic_write
 from ..errors import NettrimError, require
 from .architectures import ARCHITECTURES, build_model
 
@@ -43,25 +42,6 @@ def _plain(obj, where: str):
                        "tensors, str, int, float, bool, None, lists, tuples and dicts")
 
 
-def _atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file next to ``path``, then move it into place."""
-    path = Path(path)
-    require(not path.is_dir(), f"cannot write to {path}: it is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_checkpoint(path, model: nn.Module, arch: str, arch_kwargs: dict | None = None,
                     meta: dict | None = None) -> Path:
     """Atomically write ``model``'s state with what rebuilds it: ``build_model(arch, **arch_kwargs)``
@@ -72,7 +52,7 @@ def save_checkpoint(path, model: nn.Module, arch: str, arch_kwargs: dict | None 
                "arch_kwargs": _plain(dict(arch_kwargs or {}), "arch_kwargs"),
                "state_dict": state,
                "meta": _plain(dict(meta or {}), "meta")}
-    return _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _read(path: Path) -> dict:
@@ -131,4 +111,4 @@ def export_safetensors(path, model: nn.Module, metadata: dict[str, str] | None =
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta or None))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta or None))

@@ -1,4 +1,9 @@
-"""Atomic writes: a reader never sees a half-written report, figure or model file."""
+"""Atomic writes: a reader never sees a half-written report, figure or model file.
+
+Everything is written to a temporary file in the destination folder, flushed, then moved
+into place with ``os.replace``; on any error the temporary file is removed and an existing
+file at the destination is left as it was.
+"""
 from __future__ import annotations
 
 import json
@@ -6,10 +11,30 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import require
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)``, fsync, then move the file to ``path``."""
+    path = Path(path)
+    require(not path.is_dir(), f"cannot write to {path}: it is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _jsonable(obj: Any) -> Any:
@@ -29,58 +54,20 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _tmp_in(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    return Path(name)
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write ``obj`` as strict JSON to ``path`` atomically (temporary file in the same folder,
-    then ``os.replace``), so a reader never sees a half-written file. NaN/Inf are written as null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_in(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(obj), f, indent=indent, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Strict JSON (NaN/Inf written as null), atomically."""
+    text = json.dumps(_jsonable(obj), indent=indent, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_figure_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
-    """``fig.savefig(path)`` atomically: the format comes from ``path``'s suffix (default png)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = savefig_kwargs.pop("format", None) or (path.suffix.lstrip(".") or "png")
-    tmp = _tmp_in(path)
-    try:
-        fig.savefig(tmp, format=fmt, **savefig_kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
+    """``fig.savefig(path)`` atomically; the format comes from the suffix (default png)."""
+    fmt = savefig_kwargs.pop("format", None) or (Path(path).suffix.lstrip(".") or "png")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs))
 
 
 def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file in the same folder."""
+    """``torch.save(obj, path)`` atomically."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_in(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
