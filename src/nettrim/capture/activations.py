@@ -16,10 +16,14 @@ class _Stop(Exception):
 
 
 def capture_layer(model: nn.Module, name: str, inputs: torch.Tensor,
-                  batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs X (P, N) and pre-activation outputs Z (P, M) of layer ``name`` on ``inputs``."""
+                  batch_size: int = 1024, **adapter_opts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs X (P, N) and pre-activation outputs Z (P, M) of layer ``name`` on ``inputs``.
+
+    ``adapter_opts`` go to the layer's adapter (see ``adapter_for``), e.g. ``max_rows`` and
+    ``seed`` for the patch rows of a Conv2d; the number of images is passed as ``n_images``.
+    """
     module = model.get_submodule(name)
-    adapter = adapter_for(module, name)
+    adapter = adapter_for(module, name, n_images=int(inputs.shape[0]), **adapter_opts)
     xs, zs = [], []
 
     def hook(mod, args, out):

@@ -5,10 +5,13 @@ import torch
 from torch import nn
 
 from ..errors import NettrimError
+from .conv import ConvAdapter
 
 
 class LinearAdapter:
     """nn.Linear: X is the input (rows = samples, leading dims flattened), Z the output."""
+
+    options: tuple[str, ...] = ()  # capture options this adapter accepts (see ``adapter_for``)
 
     def __init__(self, module: nn.Linear):
         self.module = module
@@ -28,11 +31,15 @@ class LinearAdapter:
                 m.bias.copy_(bias.to(m.bias))
 
 
-ADAPTERS: dict[type, type] = {nn.Linear: LinearAdapter}
+ADAPTERS: dict[type, type] = {nn.Linear: LinearAdapter, nn.Conv2d: ConvAdapter}
 
 
-def adapter_for(module: nn.Module, name: str):
+def adapter_for(module: nn.Module, name: str, **opts):
+    """The adapter of ``module``. ``opts`` are capture options shared by every layer (e.g.
+    ``max_rows``, ``seed``, ``n_images`` for Conv2d); each adapter receives only those named in
+    its ``options`` attribute, the others are ignored (a Linear layer has none)."""
     for cls, adapter in ADAPTERS.items():
         if isinstance(module, cls):
-            return adapter(module)
+            accepted = getattr(adapter, "options", ())
+            return adapter(module, **{k: v for k, v in opts.items() if k in accepted and v is not None})
     raise NettrimError(f"layer '{name}' ({type(module).__name__}) has no pruning adapter")

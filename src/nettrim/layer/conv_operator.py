@@ -17,7 +17,10 @@ either by a few conjugate-gradient steps warm-started at the previous W3 (``w3_s
 the authors' approach; they use 10 steps from zero), or exactly with the N' x N' Gram matrix
 ``A* A = sum over positions of patch patch^T`` accumulated once in float64 from chunks of
 unfolded images (``w3_step="gram"``; memory N'^2, one pass over the patches). The system is
-block-diagonal over output channels, so CG runs one independent recursion per channel.
+block-diagonal over output channels, so CG runs one independent recursion per channel. The
+default ("auto") takes the Gram matrix when N' is small enough: on LeNet-5's conv layers the CG
+step needed its full 10 products every iteration and was 6-7x slower for the same iterations.
+The operator form holds no patch matrix: memory is the images plus a few (P, M) arrays.
 
 Difference from the authors' conv code: they keep the conv biases at their original values;
 here the bias is a pruned variable like any weight (the matrix form's ones column), so both
@@ -39,7 +42,8 @@ from .admm import ADMMSettings, Progress, _balance, _feasible, _project, soft_th
 from .problem import split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 
-W3_STEPS = ("cg", "gram")
+W3_STEPS = ("auto", "cg", "gram")
+GRAM_MAX_INPUTS = 4096  # "auto" forms the N' x N' Gram matrix up to this N' (128 MiB in float64)
 _CHUNK_BYTES = 128 * 1024 ** 2
 
 
@@ -170,6 +174,30 @@ class ConvOperator:
         return out
 
 
+def _scale(op: ConvOperator, K: torch.Tensor | None, settings: ADMMSettings) -> float:
+    """The data scale c of ``admm.solve_admm`` for the unscaled operator ``op``.
+
+    With ``settings.spectral_ratio``: c = ||A||_2 / spectral_ratio (the largest singular value,
+    from the Gram matrix when formed, else by power iteration on A* A); with the older
+    ``settings.scale``: c = scale * max column norm.
+    """
+    ratio = getattr(settings, "spectral_ratio", None)
+    if ratio is None:
+        return getattr(settings, "scale", 0.3) * float(op.column_norms().max().clamp_min(1e-12))
+    if K is not None:
+        lam = float(torch.linalg.eigvalsh(K)[-1])
+    else:
+        v = torch.ones(op.n_inputs, 1, dtype=op.X.dtype)
+        lam = 0.0
+        for _ in range(50):
+            w = op.adjoint(op.forward(v))
+            lam = float(w.norm())
+            if lam == 0.0:
+                break
+            v = w / lam
+    return max(lam, 0.0) ** 0.5 / ratio or 1e-12
+
+
 def _cg(op: ConvOperator, W3, AW3, W1U1, W2U2, steps: int, tol: float):
     """A few CG steps on (A*A + I) W = A*(W1 + U1) + W2 + U2 from (W3, A W3), per column.
 
@@ -211,7 +239,7 @@ def trim_conv_layer(
     bias: bool = True,
     per_neuron: bool = False,
     settings: ADMMSettings | None = None,
-    w3_step: str = "cg",
+    w3_step: str = "auto",
     cg_steps: int = 10,
     cg_tol: float = 1e-4,
     init_cg_steps: int = 100,
@@ -231,9 +259,12 @@ def trim_conv_layer(
         kernel_shape: (M, C_in, kh, kw), the layer's weight shape.
         V: (B, M, H_out, W_out) slack on the inactive entries; None means zeros.
         relu, bias, per_neuron, settings, progress: as ``trim_layer``.
-        w3_step: "cg" (warm-started conjugate gradient, ``cg_steps`` per iteration, stopping
-            early at relative residual ``cg_tol``) or "gram" (exact solve with the N' x N' Gram
-            matrix, formed once).
+        w3_step: "gram" (exact solve with the N' x N' Gram matrix, formed once in one pass
+            over the patches), "cg" (warm-started conjugate gradient, at most ``cg_steps`` per
+            iteration, stopping early at relative residual ``cg_tol``), or "auto" (default:
+            "gram" when N' <= GRAM_MAX_INPUTS, else "cg"). Measured on LeNet-5's conv layers
+            (MNIST, all positions) both reach the same optimum in the same number of ADMM
+            iterations, "gram" 6-7x faster (it is also faster than the patch form there).
         init_cg_steps: CG steps for the starting point (the ridge fit to Y) when "cg".
         warm_start: (weight (M, C_in, kh, kw) or (M, N), bias or None) to start from.
 
@@ -256,7 +287,10 @@ def trim_conv_layer(
             f"Y must have shape {(images.shape[0], M, probe.Ho, probe.Wo)} (the conv output), "
             f"got {tuple(Y.shape)}")
     dt = settings.dtype
-    c = settings.scale * float(probe.column_norms().max().clamp_min(1e-12))
+    if w3_step == "auto":
+        w3_step = "gram" if probe.n_inputs <= GRAM_MAX_INPUTS else "cg"
+    K = probe.gram() if (w3_step == "gram" or not relu) else None
+    c = _scale(probe, K, settings)
     del probe
     op = ConvOperator(padded, kernel_shape, geom, bias, c, dt)
     rows = lambda T: T.permute(0, 2, 3, 1).reshape(op.P, M)
@@ -266,8 +300,8 @@ def trim_conv_layer(
     eps_abs = (split_budget(epsilon, Yr, mask) if per_neuron
                else torch.tensor([float(epsilon)], dtype=dt))
     Kinv = None
-    if w3_step == "gram" or not relu:
-        K = op.gram()
+    if K is not None:
+        K = K / c ** 2  # the Gram of the scaled operator
         if not relu:
             fit = _least_squares_if_infeasible(op, K, Yr, eps_abs / c, per_neuron, c)
             if fit is not None:
@@ -314,19 +348,25 @@ def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, 
     U1, U2 = torch.zeros_like(AW3), torch.zeros_like(W3)
     Yc, Vc, mc, ec, wc = Y, V, mask, eps, wts
     size = (N + op.P) ** 0.5
+    alpha = float(getattr(settings, "relaxation", 1.0))
+    adapt_until = int(getattr(settings, "adapt_iterations", settings.max_iterations))
     for it in range(1, settings.max_iterations + 1):
         Z = AW3 - U1
         W1 = _project(Z, Yc, Vc, mc, ec, per)
         W2 = soft_threshold(W3 - U2, wc / rho)
         W3_old, AW3_old = W3, AW3
+        if alpha != 1.0:  # over-relaxation, as in admm.solve_admm
+            H1, H2 = alpha * W1 + (1 - alpha) * AW3_old, alpha * W2 + (1 - alpha) * W3_old
+        else:
+            H1, H2 = W1, W2
         if Kinv is not None:
-            W3 = Kinv @ (op.adjoint(W1 + U1) + W2 + U2)
+            W3 = Kinv @ (op.adjoint(H1 + U1) + H2 + U2)
             AW3 = op.forward(W3)
         else:
-            W3, AW3, taken = _cg(op, W3, AW3, W1 + U1, W2 + U2, cg_steps, cg_tol)
+            W3, AW3, taken = _cg(op, W3, AW3, H1 + U1, H2 + U2, cg_steps, cg_tol)
             cg_total += taken
-        U1 += W1 - AW3
-        U2 += W2 - W3
+        U1 += H1 - AW3
+        U2 += H2 - W3
         if it % settings.check_every and it != settings.max_iterations:
             continue
         if Kinv is None:  # the CG keeps A W3 by updates: refresh it against drift
@@ -345,7 +385,7 @@ def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, 
             small = small.all().expand_as(small)
         ok = small & _feasible(op.forward(W2), W2, Yc, Vc, mc, ec, per, settings.feasibility_tol)
         iters[cols] = it
-        if settings.adaptive_rho:
+        if settings.adaptive_rho and it <= adapt_until:
             rho, U1, U2 = _balance(rho, U1, U2, r, s, per)
         if ok.any() and (per or ok.all()):
             result[:, cols[ok]] = W2[:, ok]

@@ -1,0 +1,62 @@
+"""Depth: thresholding the first layer hurts more than the last hidden layer (reduced quick)."""
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nettrim.experiments import depth
+from nettrim.experiments import zoo
+
+# the quick preset's network: trained less, the depth effect is within the noise
+PRESET = replace(depth.QUICK, name="test", sparsities=(0.0, 0.8, 0.9, 0.95), epsilons=(0.2,),
+                 samples=128, test_samples=2000, description="test")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "nettrim-cache"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(zoo.CACHE_ENV, str(cache))
+        out = tmp_path_factory.mktemp("depth")
+        payload = depth.main(out, PRESET, seed=0, progress=False)
+    torch.set_num_threads(threads)
+    return out, payload
+
+
+def test_thresholded_copy_keeps_counts():
+    from nettrim.models import build_model
+
+    model = build_model("mlp-60-60")
+    pruned = depth.thresholded(model, {"1": 100})
+    assert depth.layer_nnz(pruned, "1") == 100
+    assert depth.layer_nnz(model, "1") == depth.layer_size(model, "1")  # original untouched
+
+
+def test_first_layer_hurts_more_than_last_hidden(quick):
+    _, payload = quick
+    s = payload["summary"]
+    assert len(payload["layers"]) >= 5
+    assert s["first_hurts_more_than_last_hidden"], s["mean_drop_alone_at_80_plus"]
+    # thresholding nothing changes nothing; thresholding everything from layer 1 on is worst
+    for name in payload["layers"]:
+        assert payload["threshold"]["alone"][name][0] == 0
+    onward = payload["threshold"]["onward"]
+    first = payload["layers"][0]
+    assert all(onward[first][-1] <= onward[n][-1] + 1.0 for n in payload["layers"])
+
+
+def test_nettrim_per_layer_rows(quick):
+    out, payload = quick
+    rows = payload["nettrim"]
+    assert len(rows) == len(payload["layers"])
+    for r in rows:
+        assert r["status"] == "solved"
+        assert 0 < r["sparsity"] < 1
+        # Proposition 1 on the pruning samples: the layer error is within the budget
+        assert r["rel_layer_error"]["nettrim_train"] <= 0.2 * 1.01
+    data = json.loads((out / depth.JSON_NAME).read_text())
+    assert (out / depth.PNG_NAME).read_bytes()[:4] == b"\x89PNG"
+    assert "first hidden layer hurts more" in depth.markdown_section(data)
