@@ -123,3 +123,17 @@ def test_nan_weights_rejected():
         net[0].weight[0, 0] = float("nan")
     with pytest.raises(NettrimError, match="NaN"):
         prune(net, data(), progress=False)
+
+
+def test_batchnorm_after_conv_is_folded_and_said():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 5)).double().eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 2.0)
+    X = torch.randn(100, 1, 8, 8, dtype=torch.float64)
+    res = prune(net, X, epsilon=0.1, settings=F64, progress=False)
+    assert res.report.settings["folded_batchnorm"] == [["0", "1"]]
+    assert isinstance(res.model[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)
+    assert [r.status for r in res.report.layers] == ["solved", "solved"]

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..capture.batchnorm import fold_batchnorm
 from ..capture import LayerSpec, adapter_for, capture_layer, network_output, trace_layers
 from ..errors import NettrimError, require
 from .base import LayerJob, LayerMethod, LayerOutcome
@@ -39,7 +40,9 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     """Prune a deep copy of ``model`` layer by layer with ``method`` under ``mode``."""
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     start = time.perf_counter()
-    original = model
+    original, folded = fold_batchnorm(model) if _has_batchnorm(model) else (model, [])
+    if folded:  # the pruned copy carries the folded convs and Identity in place of each BN
+        settings = dict(settings, folded_batchnorm=[list(p) for p in folded])
     specs = trace_layers(original, inputs[:2])
     if layers is not None:
         unknown = sorted(set(layers) - {s.name for s in specs})
@@ -70,6 +73,10 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
         bound=_bound(mode, reports, original, pruned, settings))
     return PruneResult(pruned, report)
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size) -> LayerJob:
