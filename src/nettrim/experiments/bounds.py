@@ -48,7 +48,7 @@ from ..pruners.bounds import spectral_norm
 from ..pruners.nettrim import NetTrimMethod
 from . import zoo
 from .zoo import resolve_preset
-from .common import save_figure_atomic, write_json_atomic
+from .common import write_run
 
 JSON_NAME = "bounds.json"
 PNG_NAME = "bounds.png"
@@ -376,8 +376,6 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset ("quick", "full", or a :class:`Preset`) and write ``bounds.json`` and
     ``bounds.png`` into ``out_dir`` (atomically). Returns the JSON content."""
-    import matplotlib.pyplot as plt
-
     p = resolve_preset(preset, PRESETS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -389,14 +387,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
                    gamma=p.gamma, admm=dict(p.admm), samples=p.samples,
                    test_samples=p.test_samples, epsilons=list(p.epsilons), theorems=THEOREMS,
                    paper_forms=PAPER_FORMS, nets=nets, summary=summarize(nets))
-    fig = plot(nets)
-    try:
-        save_figure_atomic(fig, out_dir / PNG_NAME, dpi=110)
-    finally:
-        plt.close(fig)
-    payload["seconds"] = time.perf_counter() - start
-    write_json_atomic(out_dir / JSON_NAME, payload)
-    return payload
+    return write_run(out_dir, payload, plot(nets), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:

@@ -40,7 +40,7 @@ from ..layer import ADMMSettings, trim_layer
 from ..models import evaluate
 from . import zoo
 from .bounds import nettrim_modes
-from .common import save_figure_atomic, write_json_atomic
+from .common import write_run
 from .zoo import resolve_preset
 
 JSON_NAME = "cascade_vs_parallel.json"
@@ -321,8 +321,6 @@ def plot(res: dict):
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset and write ``cascade_vs_parallel.json`` and ``.png`` into ``out_dir``."""
-    import matplotlib.pyplot as plt
-
     p = resolve_preset(preset, PRESETS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,14 +328,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
     res = run(p, seed=seed, progress=progress)
     payload = dict(experiment="cascade_vs_parallel", preset=p.name, seed=seed,
                    description=p.description, epsilons=list(p.epsilons), **res)
-    fig = plot(res)
-    try:
-        save_figure_atomic(fig, out_dir / PNG_NAME, dpi=110)
-    finally:
-        plt.close(fig)
-    payload["seconds"] = time.perf_counter() - start
-    write_json_atomic(out_dir / JSON_NAME, payload)
-    return payload
+    return write_run(out_dir, payload, plot(res), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:

@@ -36,7 +36,7 @@ from ..models import evaluate
 from ..pruners import prune
 from ..pruners.threshold import keep_count, threshold_layer
 from . import zoo
-from .common import save_figure_atomic, write_json_atomic
+from .common import write_run
 from .zoo import resolve_preset
 
 JSON_NAME = "depth.json"
@@ -266,8 +266,6 @@ def plot(payload: dict):
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset and write ``depth.json`` and ``depth.png`` into ``out_dir``."""
-    import matplotlib.pyplot as plt
-
     p = resolve_preset(preset, PRESETS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,14 +288,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
                    shapes={s.name: list(model.get_submodule(s.name).weight.shape) for s in specs},
                    sparsities=list(p.sparsities), threshold=sweep, nettrim=nt,
                    summary=summarize(names, list(p.sparsities), sweep, nt, logits))
-    fig = plot(payload)
-    try:
-        save_figure_atomic(fig, out_dir / PNG_NAME, dpi=110)
-    finally:
-        plt.close(fig)
-    payload["seconds"] = time.perf_counter() - start
-    write_json_atomic(out_dir / JSON_NAME, payload)
-    return payload
+    return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:

@@ -33,7 +33,7 @@ from ..models import evaluate
 from ..pruners import prune
 from ..pruners.threshold import keep_count
 from . import zoo
-from .common import save_figure_atomic, write_json_atomic
+from .common import write_run
 from .depth import layer_nnz, layer_size, thresholded
 from .zoo import resolve_preset
 
@@ -237,8 +237,6 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
     """Run a preset and write ``dimensionality.json`` and ``.png`` into ``out_dir``. ``seed``
     offsets the preset's seeds."""
     from tqdm.auto import tqdm
-    import matplotlib.pyplot as plt
-
     p = resolve_preset(preset, PRESETS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,14 +253,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
                    seeds=[seed + s for s in p.seeds], sparsities=list(p.sparsities),
                    epsilons=list(p.epsilons), samples=p.samples, admm=dict(p.admm), runs=runs,
                    table=table, summary=summarize(table, p.sparsities, p.modes, p.epsilons))
-    fig = plot(payload)
-    try:
-        save_figure_atomic(fig, out_dir / PNG_NAME, dpi=110)
-    finally:
-        plt.close(fig)
-    payload["seconds"] = time.perf_counter() - start
-    write_json_atomic(out_dir / JSON_NAME, payload)
-    return payload
+    return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:
@@ -294,8 +285,9 @@ def markdown_section(payload: dict) -> str:
         for key, q in v["per_sparsity"].items():
             by_k = ", ".join(f"{k}: {c:+.2f}" for k, c in zip(q["ks"], q["mean_change"]))
             rho = q["spearman_k_vs_change"]
+            verdict = "yes" if q["smaller_k_smaller_drop"] else "NO"
             lines.append(f"- {mode}, thresholding {100 * float(key):g} %: change by k {by_k}; "
-                         f"smaller k, smaller drop: {'yes' if q['smaller_k_smaller_drop'] else 'NO'}"
+                         f"smaller k, smaller drop: {verdict}"
                          + (f" (Spearman k vs change {rho:+.2f})" if rho is not None else ""))
         for e, sp in v.get("nettrim_sparsity", {}).items():
             lines.append(f"- {mode}, Net-Trim g = {e}: first-layer sparsity by k " + ", ".join(

@@ -21,7 +21,7 @@ from ..layer import ADMMSettings
 from ..models import count_nonzero, evaluate
 from ..pruners import prune
 from . import zoo
-from .common import save_figure_atomic, write_json_atomic
+from .common import write_run
 from .depth import layer_nnz, thresholded
 from .zoo import resolve_preset
 
@@ -204,8 +204,6 @@ def plot(payload: dict):
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset and write ``robustness.json`` and ``robustness.png`` into ``out_dir``."""
-    import matplotlib.pyplot as plt
-
     p = resolve_preset(preset, PRESETS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,14 +213,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
                    mode=p.mode, gamma=p.gamma, admm=dict(p.admm), samples=p.samples,
                    ratios=list(p.ratios), draws=p.draws, **res,
                    summary=summarize(res, list(p.ratios)))
-    fig = plot(payload)
-    try:
-        save_figure_atomic(fig, out_dir / PNG_NAME, dpi=110)
-    finally:
-        plt.close(fig)
-    payload["seconds"] = time.perf_counter() - start
-    write_json_atomic(out_dir / JSON_NAME, payload)
-    return payload
+    return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:
