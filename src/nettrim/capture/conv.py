@@ -12,6 +12,11 @@ floor(max_rows / n_images) or one more) and, within an image, over positions cho
 seeded hash of (seed, image index, position). The choice depends only on those three numbers,
 not on the batching or on the data, so capturing the same layer of the original and of the
 pruned network (cascade) yields rows at the same positions, in the same order.
+
+How many rows: the default (2 GiB of X) only bounds memory. For the solve, about 30 rows per
+unknown (N' = C_in kh kw + 1) with a floor of a few thousand was measured to be enough on
+LeNet-5 (5,000 rows: the relative response error on held-out images equals eps, 1,000 rows
+overfit to 0.12 at eps 0.1), while ADMM iterations grow with the row count: pass ``max_rows``.
 """
 from __future__ import annotations
 
