@@ -160,6 +160,15 @@ def _validate(X, Y, V, epsilon, relu, warm_start) -> None:
     require(X.shape[0] > 0 and X.shape[1] > 0 and Y.shape[1] > 0, "X and Y must not be empty")
     require(bool(torch.isfinite(X).all()), "X contains NaN or Inf: clean the layer inputs first")
     require(bool(torch.isfinite(Y).all()), "Y contains NaN or Inf: clean the layer outputs first")
+    validate_targets(Y, V, epsilon, relu)
+    if warm_start is not None:
+        w = warm_start[0]
+        require(w.shape == (Y.shape[1], X.shape[1]),
+                f"warm-start weight must be (M, N) = {(Y.shape[1], X.shape[1])}, got {tuple(w.shape)}")
+
+
+def validate_targets(Y, V, epsilon, relu) -> None:
+    """Checks shared by every layer solver: epsilon > 0, Y >= 0 under ReLU, V shaped like Y."""
     try:
         eps = float(epsilon)
     except (TypeError, ValueError):
@@ -172,7 +181,3 @@ def _validate(X, Y, V, epsilon, relu, warm_start) -> None:
         require(isinstance(V, torch.Tensor) and V.shape == Y.shape,
                 f"V must have Y's shape {tuple(Y.shape)}, got {tuple(getattr(V, 'shape', ()))}")
         require(bool(torch.isfinite(V).all()), "V contains NaN or Inf")
-    if warm_start is not None:
-        w = warm_start[0]
-        require(w.shape == (Y.shape[1], X.shape[1]),
-                f"warm-start weight must be (M, N) = {(Y.shape[1], X.shape[1])}, got {tuple(w.shape)}")

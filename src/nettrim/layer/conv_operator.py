@@ -45,8 +45,9 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from ..errors import NettrimError, require
+from ..errors import require
 from .admm import ADMMSettings, Progress, _balance, _feasible, _project, soft_threshold
+from .api import validate_targets
 from .problem import split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 
@@ -476,15 +477,4 @@ def _validate(images, Y, V, epsilon, relu, kernel_shape, w3_step) -> None:
     require(w3_step in W3_STEPS, f"w3_step must be one of {W3_STEPS}, got {w3_step!r}")
     require(bool(torch.isfinite(images).all()), "images contain NaN or Inf")
     require(bool(torch.isfinite(Y).all()), "Y contains NaN or Inf")
-    try:
-        eps = float(epsilon)
-    except (TypeError, ValueError):
-        raise NettrimError(f"epsilon must be a positive number, got {epsilon!r}") from None
-    require(math.isfinite(eps) and eps > 0, f"epsilon must be a positive finite number, got {epsilon}")
-    if relu:
-        require(bool((Y >= 0).all()),
-                "Y has negative entries but relu=True: pass the ReLU output, or relu=False")
-    if V is not None:
-        require(isinstance(V, torch.Tensor) and V.shape == Y.shape,
-                f"V must have Y's shape {tuple(Y.shape)}, got {tuple(getattr(V, 'shape', ()))}")
-        require(bool(torch.isfinite(V).all()), "V contains NaN or Inf")
+    validate_targets(Y, V, epsilon, relu)
