@@ -4,10 +4,8 @@ import math
 from dataclasses import replace
 
 import pytest
-import torch
 
 from nettrim.experiments import bounds as bx
-from nettrim.experiments import zoo
 
 # small, shared with the other experiment tests through the session cache
 NET = dict(dataset="mnist", epochs=2, train_samples=4000)
@@ -17,16 +15,8 @@ PRESET = replace(bx.QUICK, name="test",
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "nettrim-cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(zoo.CACHE_ENV, str(cache))
-        out = tmp_path_factory.mktemp("bounds")
-        payload = bx.main(out, PRESET, seed=0, progress=False)
-    torch.set_num_threads(threads)
-    return out, payload
+def quick(run_quick):
+    return run_quick(bx, PRESET, "bounds")
 
 
 def test_cascade_bound_helpers_agree_with_module():

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from nettrim.experiments import cascade_vs_parallel as cvp
-from nettrim.experiments import zoo
 
 NET = dict(arch="lenet-300-100", dataset="mnist", epochs=2, train_samples=4000)
 PRESET = replace(cvp.QUICK, name="test", net=NET, epsilons=(0.05, 0.2), samples=200,
@@ -14,16 +13,8 @@ PRESET = replace(cvp.QUICK, name="test", net=NET, epsilons=(0.05, 0.2), samples=
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "nettrim-cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(zoo.CACHE_ENV, str(cache))
-        out = tmp_path_factory.mktemp("cvp")
-        payload = cvp.main(out, PRESET, seed=0, progress=False)
-    torch.set_num_threads(threads)
-    return out, payload
+def quick(run_quick):
+    return run_quick(cvp, PRESET, "cvp")
 
 
 def test_interpolation_and_schedule_helpers():

@@ -3,10 +3,8 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 from nettrim.experiments import depth
-from nettrim.experiments import zoo
 
 # the quick preset's network: trained less, the depth effect is within the noise
 PRESET = replace(depth.QUICK, name="test", sparsities=(0.0, 0.8, 0.9, 0.95), epsilons=(0.2,),
@@ -14,16 +12,8 @@ PRESET = replace(depth.QUICK, name="test", sparsities=(0.0, 0.8, 0.9, 0.95), eps
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "nettrim-cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(zoo.CACHE_ENV, str(cache))
-        out = tmp_path_factory.mktemp("depth")
-        payload = depth.main(out, PRESET, seed=0, progress=False)
-    torch.set_num_threads(threads)
-    return out, payload
+def quick(run_quick):
+    return run_quick(depth, PRESET, "depth")
 
 
 def test_thresholded_copy_keeps_counts():

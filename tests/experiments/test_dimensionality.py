@@ -15,16 +15,8 @@ PRESET = replace(dm.QUICK, name="test", ks=(10, 160), modes=("reconstruct",), sp
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "nettrim-cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(zoo.CACHE_ENV, str(cache))
-        out = tmp_path_factory.mktemp("dimensionality")
-        payload = dm.main(out, PRESET, seed=0, progress=False)
-    torch.set_num_threads(threads)
-    return out, payload
+def quick(run_quick):
+    return run_quick(dm, PRESET, "dimensionality")
 
 
 def test_pca_projection(tmp_path):

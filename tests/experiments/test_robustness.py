@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from nettrim.experiments import robustness as rb
-from nettrim.experiments import zoo
 
 NET = dict(arch="lenet-300-100", dataset="mnist", epochs=2, train_samples=4000)
 PRESET = replace(rb.QUICK, name="test", net=NET, epsilons=(0.1,), ratios=(0.0, 1.0, 2.0),
@@ -14,16 +13,8 @@ PRESET = replace(rb.QUICK, name="test", net=NET, epsilons=(0.1,), ratios=(0.0, 1
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "nettrim-cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(zoo.CACHE_ENV, str(cache))
-        out = tmp_path_factory.mktemp("robustness")
-        payload = rb.main(out, PRESET, seed=0, progress=False)
-    torch.set_num_threads(threads)
-    return out, payload
+def quick(run_quick):
+    return run_quick(rb, PRESET, "robustness")
 
 
 def test_noise_has_the_requested_ratio():
