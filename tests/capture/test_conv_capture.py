@@ -100,6 +100,11 @@ def test_default_budget_and_errors():
     conv = nn.Conv2d(3, 4, 3)
     assert ConvAdapter(conv).max_rows == 2 * 1024 ** 3 // (4 * 27)
     assert ConvAdapter(conv, max_bytes=27 * 4 * 10).max_rows == 10
+    assert ConvAdapter(conv, max_rows="auto").max_rows == 5000  # the floor: 30 * 28 < 5000
+    assert ConvAdapter(nn.Conv2d(64, 8, 5), max_rows="auto").max_rows == 30 * (64 * 25 + 1)
+    assert ConvAdapter(conv, max_rows="auto", max_bytes=27 * 4 * 10).max_rows == 10
+    with pytest.raises(NettrimError, match="max_rows"):
+        ConvAdapter(conv, max_rows="many")
     with pytest.raises(NettrimError, match="groups"):
         ConvAdapter(nn.Conv2d(4, 4, 3, groups=2))
     ad = ConvAdapter(conv, max_rows=10)  # no n_images: a call is budgeted alone, total enforced

@@ -121,3 +121,28 @@ def test_bad_input_gets_one_line_error(bad, match):
     with pytest.raises(NettrimError, match=match) as info:
         trim_layer(args["X"], args["Y"], args["epsilon"], V=V)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_polish_stays_feasible_and_fits_better(relu, per_neuron):
+    X, Z = teacher(13, P=300, N=40, M=8, density=0.3)
+    Y = torch.relu(Z) if relu else Z
+    V = Z + 0.2 if relu else None  # cascade-style slack: the inequalities can bind
+    eps = 0.2 * float(Y.norm())
+    plain = trim_layer(X, Y, eps, V=V, relu=relu, per_neuron=per_neuron, settings=F64)
+    pol = trim_layer(X, Y, eps, V=V, relu=relu, per_neuron=per_neuron, polish=True, settings=F64)
+    assert pol.status == "solved"
+    assert bool(((pol.weight != 0) <= (plain.weight != 0)).all())  # support kept (or smaller)
+    assert pol.max_violation <= max(plain.max_violation, 1e-9) + 1e-9
+    assert bool((pol.per_neuron_discrepancy <= plain.per_neuron_discrepancy + 1e-6).all())
+    assert plain.status == "solved" and pol.discrepancy < 0.8 * plain.discrepancy  # the l1 shrinkage is undone
+
+
+def test_polished_relu_layer_keeps_proposition_1():
+    X, Z = teacher(12, P=300, N=40, M=8)
+    Y = torch.relu(Z)
+    eps = 0.15 * float(Y.norm())
+    res = trim_layer(X, Y, eps, polish=True, settings=F64)
+    out = torch.relu(X @ res.weight.T + res.bias)
+    assert float((out - Y).norm()) <= res.discrepancy * (1 + 1e-9) <= eps * (1 + res.tolerance)

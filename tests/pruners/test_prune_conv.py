@@ -1,14 +1,13 @@
 """Net-Trim on conv nets through the network driver (patch form of Conv2d layers)."""
-import functools
 
 import pytest
 import torch
 from torch import nn
 
 import nettrim
-from nettrim.capture import capture_layer, fold_batchnorm
+from nettrim.capture import fold_batchnorm
 from nettrim.layer import ADMMSettings
-from nettrim.pruners import network, run_scheme
+from nettrim.pruners import run_scheme
 from nettrim.pruners.nettrim import NetTrimMethod
 
 
@@ -77,13 +76,11 @@ def test_prune_conv_net_all_positions(mode):
 
 
 @pytest.mark.parametrize("mode", ["cascade", "parallel"])
-def test_prune_conv_net_with_row_budget(mode, monkeypatch):
-    """The driver with a capture budget, wired here by wrapping capture_layer."""
-    monkeypatch.setattr(network, "capture_layer",
-                        functools.partial(capture_layer, max_rows=700, seed=0))
+def test_prune_conv_net_with_row_budget(mode):
     net, x = _net(), _inputs()
     rec = Recorder(NetTrimMethod(mode=mode, epsilon=0.1))
-    res = run_scheme(net, x, rec, mode=mode, method_name="nettrim", settings={}, progress=False)
+    res = run_scheme(net, x, rec, mode=mode, method_name="nettrim", settings={}, progress=False,
+                     capture=dict(max_rows=700, seed=0))
     _check(res, rec, 0.1, mode, ADMMSettings().feasibility_tol)
     assert [r.samples for r in res.report.layers] == [700, 700, 48, 48]
 
@@ -92,6 +89,15 @@ def test_public_prune_on_conv_net():
     res = nettrim.prune(_net(), _inputs(), epsilon=0.1, progress=False)
     assert all(r.status == "solved" for r in res.report.layers)
     assert res.model[0].weight.shape == (4, 1, 3, 3)
+    assert [r.shape for r in res.report.layers][:2] == [[4, 1, 3, 3], [6, 4, 3, 3]]
+    assert res.report.layers[0].info["images"] == 48
+
+
+def test_public_prune_passes_the_capture_budget():
+    res = nettrim.prune(_net(), _inputs(), epsilon=0.1, progress=False,
+                        capture={"max_rows": 500, "seed": 1})
+    assert [r.samples for r in res.report.layers] == [500, 500, 48, 48]
+    assert res.report.settings["capture"] == {"max_rows": 500, "seed": 1}
 
 
 def test_prune_after_folding_batchnorm():

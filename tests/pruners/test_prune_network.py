@@ -55,6 +55,32 @@ def test_cascade_uses_gamma_budget():
         assert r.discrepancy <= r.epsilon * (1 + F64.feasibility_tol)
 
 
+def test_layer_epsilon_floors_prune_later_layers_and_the_bound_holds():
+    """Floors raise eps_l above sqrt(gamma) gap_l; the measured cascade recursion still bounds
+    the output (and every tolerance used is at least the gamma rule's)."""
+    net, X = small_net(3), data(3)
+    base = prune(net, X, epsilon=0.05, settings=F64, progress=False).report
+    floors = {"2": 0.2, "4": 0.1}
+    rep = prune(net, X, epsilon=0.05, layer_epsilon=floors, settings=F64, progress=False).report
+    assert [r.status for r in rep.layers] == ["solved"] * 3
+    for r, name in zip(rep.layers[1:], ("2", "4")):
+        assert r.epsilon >= floors[name] * r.target_norm * (1 - 1e-12)
+        assert r.epsilon >= 1.1 ** 0.5 * r.info["gap"] * (1 - 1e-12)
+    assert rep.nnz_after < base.nnz_after
+    assert rep.output_error <= rep.bound
+
+
+def test_relaxed_slack_is_no_denser_and_keeps_theorem_2():
+    net, X = small_net(4), data(4)
+    paper = prune(net, X, epsilon=0.1, settings=F64, progress=False).report
+    relaxed = prune(net, X, epsilon=0.1, relax_slack=True, settings=F64, progress=False).report
+    assert relaxed.settings["relax_slack"] is True
+    assert relaxed.output_error <= relaxed.bound
+    # same first layer, then a superset of the feasible set at each later layer
+    assert relaxed.layers[0].nnz_after == paper.layers[0].nnz_after
+    assert relaxed.nnz_after <= paper.nnz_after * 1.02
+
+
 def test_nested_model_and_passthrough_modules():
     class Block(nn.Module):
         def __init__(self):
@@ -111,6 +137,8 @@ def test_infeasible_kappa_is_reported():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epsilon=0), "epsilon"), (dict(mode="serial"), "mode"), (dict(method="magic"), "method"),
     (dict(gamma=0.5), "gamma"), (dict(kappa=2.0), "kappa"),
+    (dict(layer_epsilon={"7": 0.1}), "prunable layers: 0, 2, 4"),
+    (dict(layer_epsilon={"2": -1.0}), "positive"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(NettrimError, match=match):

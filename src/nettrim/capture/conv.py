@@ -13,14 +13,17 @@ seeded hash of (seed, image index, position). The choice depends only on those t
 not on the batching or on the data, so capturing the same layer of the original and of the
 pruned network (cascade) yields rows at the same positions, in the same order.
 
-How many rows: the default (2 GiB of X) only bounds memory. For the solve, about 30 rows per
-unknown (N' = C_in kh kw + 1) with a floor of a few thousand was measured to be enough on
-LeNet-5 (5,000 rows: the relative response error on held-out images equals eps, 1,000 rows
-overfit to 0.12 at eps 0.1), while ADMM iterations grow with the row count: pass ``max_rows``.
+How many rows: ``max_rows=None`` takes as many as 2 GiB of X holds (``max_bytes``), which only
+bounds memory. ``max_rows="auto"`` (what ``nettrim.prune`` uses unless told otherwise) takes
+``solve_rows(N) = max(5000, 30 N')`` rows, N' = C_in kh kw + 1 unknowns per output channel,
+within the same memory cap: about 30 rows per unknown with a floor of a few thousand was
+measured to be enough on LeNet-5 (5,000 rows: the relative response error on held-out images
+equals eps; 1,000 rows overfit to 0.12 at eps 0.1), while ADMM time grows with the row count.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -31,6 +34,13 @@ from ..errors import NettrimError, require
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3  # budget for the captured X (float32): 2 GiB
 _UNFOLD_CHUNK_BYTES = 256 * 1024 ** 2  # largest unfold of one chunk of a batch
 _MASK32 = 0xFFFFFFFF
+MIN_SOLVE_ROWS = 5000
+ROWS_PER_UNKNOWN = 30
+
+
+def solve_rows(n_features: int) -> int:
+    """Rows enough for the layer solve: max(5000, 30 (n_features + 1)), see the module doc."""
+    return max(MIN_SOLVE_ROWS, ROWS_PER_UNKNOWN * (int(n_features) + 1))
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +75,8 @@ class ConvAdapter:
 
     Args:
         module: the layer.
-        max_rows: most patch rows kept over the whole capture; default from ``max_bytes``.
+        max_rows: most patch rows kept over the whole capture: an int, None for as many as
+            ``max_bytes`` allows, or "auto" for ``solve_rows`` within that cap.
         max_bytes: budget for X when ``max_rows`` is None (rows = max_bytes / (4 N)).
         seed: seeds the choice of positions.
         n_images: how many images the capture will see in total (``capture_layer`` passes it);
@@ -81,7 +92,7 @@ class ConvAdapter:
 
     options = ("max_rows", "max_bytes", "seed", "n_images", "images")
 
-    def __init__(self, module: nn.Conv2d, *, max_rows: int | None = None,
+    def __init__(self, module: nn.Conv2d, *, max_rows: int | str | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES, seed: int = 0, n_images: int | None = None,
                  images: bool = False):
         require(isinstance(module, nn.Conv2d), f"ConvAdapter needs an nn.Conv2d, got {type(module).__name__}")
@@ -90,9 +101,13 @@ class ConvAdapter:
                                f"the patch form needs groups=1")
         self.module = module
         self.n_features = module.in_channels * math.prod(module.kernel_size)
+        cap = max(1, int(max_bytes) // (4 * self.n_features))
         if max_rows is None:
-            max_rows = max(1, int(max_bytes) // (4 * self.n_features))
-        require(int(max_rows) == max_rows and max_rows >= 1, f"max_rows must be a positive integer, got {max_rows}")
+            max_rows = cap
+        elif max_rows == "auto":
+            max_rows = min(cap, solve_rows(self.n_features))
+        require(isinstance(max_rows, numbers.Integral) and max_rows >= 1,
+                f"max_rows must be a positive integer, None or 'auto', got {max_rows!r}")
         require(n_images is None or n_images >= 1, f"n_images must be positive, got {n_images}")
         self.max_rows = int(max_rows)
         self.seed = int(seed)

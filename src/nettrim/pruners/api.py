@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import NettrimError, require
+from ..capture import trace_layers
 from ..layer import ADMMSettings
 from .network import MODES, PruneResult, run_scheme
 from .baselines import DCMethod, LOBSMethod, NetTrimAtSparsity, ThresholdMethod
@@ -29,11 +30,15 @@ def prune(
     counts: dict[str, int] | None = None,
     per_neuron: bool = False,
     reweight: int = 0,
+    polish: bool = False,
+    layer_epsilon: dict[str, float] | None = None,
+    relax_slack: bool = False,
     settings: ADMMSettings | None = None,
     layers: list[str] | None = None,
     batch_size: int = 1024,
     cleanup: bool = True,
     progress: bool = True,
+    capture: dict | None = None,
     **method_options,
 ) -> PruneResult:
     """Prune a trained ReLU network; returns ``.model`` (a pruned deep copy) and ``.report``.
@@ -53,22 +58,34 @@ def prune(
         gamma: cascade inflation (>= 1). kappa: risk factor in (0, 1] on the logits layer.
         per_neuron: split every layer's budget per neuron (independent problems).
         reweight: rounds of reweighted l1 after the first solve (sparser at equal eps).
+        polish: debias each layer on its support, staying feasible (same sparsity, smaller
+            discrepancy; see ``nettrim.layer.polish``).
         sparsity: fraction of zeros per pruned layer (weights and biases), in (0, 1); required
             by the baselines, optional for Net-Trim.
         counts: exact non-zero counts per layer name (overrides ``sparsity`` for those layers),
             e.g. another method's counts, to compare at equal size.
+        layer_epsilon: relative eps per layer name: replaces ``epsilon`` in parallel and for
+            the first layer; a floor eps_l >= layer_epsilon[l] ||Y_l||_F for later cascade
+            layers (the reported bound then uses the measured cascade recursion).
+        relax_slack: cascade V = relu(W^T Xhat) (a larger feasible set, same Theorem 2).
         settings: ADMM settings. layers: names of the layers to prune (default all).
         method_options: passed to the baseline (e.g. greedy=False for lobs, options={} for dc).
         cleanup: remove dead units between consecutive Linear layers (exact, see ``cleanup``).
+        capture: capture options, e.g. ``{"max_rows": 20000, "seed": 0}`` for the patch rows
+            sampled from each Conv2d layer (default ``max_rows="auto"``: max(5000, 30 N') rows,
+            within 2 GiB; see ``nettrim.capture.conv``). Each layer reports the rows it used.
     """
     _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity)
+    _validate_layer_epsilon(model, inputs, layer_epsilon)
     require(method == "nettrim" or sparsity is not None or counts,
             f"method {method!r} needs a target: pass sparsity=... (or counts=...)")
     settings = settings or ADMMSettings()
     target = dict(sparsity=sparsity, counts=dict(counts or {}))
     if method == "nettrim" and sparsity is None and not counts:
         layer_method = NetTrimMethod(mode=mode, epsilon=epsilon, gamma=gamma, kappa=kappa,
-                                     per_neuron=per_neuron, reweight=reweight, settings=settings)
+                                     per_neuron=per_neuron, reweight=reweight, polish=polish,
+                                     layer_epsilon=layer_epsilon, relax_slack=relax_slack,
+                                     settings=settings)
     elif method == "nettrim":
         layer_method = NetTrimAtSparsity(**target, settings=settings, **method_options)
     else:
@@ -79,12 +96,15 @@ def prune(
             raise NettrimError(f"bad option for method {method!r}: {exc}") from None
     record = dict(sparsity=sparsity, counts=counts, epsilon=epsilon, gamma=gamma, kappa=kappa,
                   per_neuron=per_neuron,
-                  reweight=reweight, samples=int(inputs.shape[0]),
+                  reweight=reweight, polish=polish, samples=int(inputs.shape[0]),
+                  capture=dict(capture or {}), layer_epsilon=dict(layer_epsilon or {}),
+                  relax_slack=relax_slack,
                   feasibility_tol=settings.feasibility_tol,
                   admm={k: str(v) if isinstance(v, torch.dtype) else v
                         for k, v in asdict(settings).items()})
     return run_scheme(model, inputs, layer_method, mode=mode, method_name=method, settings=record,
-                      batch_size=batch_size, cleanup=cleanup, progress=progress, layers=layers)
+                      batch_size=batch_size, cleanup=cleanup, progress=progress, layers=layers,
+                      capture=capture)
 
 
 def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> None:
@@ -102,3 +122,15 @@ def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> N
     require(0 < kappa <= 1, f"kappa must lie in (0, 1], got {kappa}")
     if sparsity is not None:
         require(0 < sparsity < 1, f"sparsity must lie in (0, 1), got {sparsity}")
+
+
+def _validate_layer_epsilon(model, inputs, layer_epsilon) -> None:
+    if not layer_epsilon:
+        return
+    names = [s.name for s in trace_layers(model, inputs[:2])]
+    unknown = sorted(set(layer_epsilon) - set(names))
+    require(not unknown, f"layer_epsilon names no prunable layer {', '.join(unknown)}; "
+                         f"prunable layers: {', '.join(names)}")
+    for name, value in layer_epsilon.items():
+        require(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+                f"layer_epsilon[{name!r}] must be a positive number, got {value!r}")

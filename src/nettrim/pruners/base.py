@@ -27,6 +27,8 @@ class LayerJob:
         Y: (P, M) the ORIGINAL layer's target (its ReLU output, or logits for the last layer).
         Z: (P, M) the original weights applied to X (``W^T X`` in the paper), i.e. V in cascade.
         first, last: position flags.
+        images: how many network inputs were captured (X has more rows for a Conv2d: patches).
+        shape: the layer's own weight shape (a conv kernel is flattened in ``weight``).
     """
 
     spec: LayerSpec
@@ -37,6 +39,8 @@ class LayerJob:
     Z: torch.Tensor
     first: bool
     last: bool
+    images: int = 0
+    shape: tuple = ()
 
     @property
     def active(self) -> torch.Tensor:

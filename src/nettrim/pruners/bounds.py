@@ -12,6 +12,11 @@ original's on the same inputs, with e_0 = 0 (same network input). ReLU is 1-Lips
   so e_L <= eps_1 prod_(l>=2) sqrt(gamma) ||W_l||_2 (times kappa for the logits layer); for
   ||W_l||_2 <= 1 this is the paper's eps_1 sqrt(prod gamma).
 
+* cascade, measured form: the same two facts give, with gap_l = ||(W_l^T Xhat - Y_l)_Omega||
+  and ||relu(W_l^T Xhat)_{Omega^c}||^2 <= ||W_l^T (Xhat - X)||^2 - gap_l^2,
+  e_l^2 <= eps_l^2 - gap_l^2 + ||W_l||_2^2 e_(l-1)^2, for ANY eps_l (a per-layer floor, kappa);
+  with eps_l^2 = gamma gap_l^2 it is never looser than Theorem 2.
+
 The bias row of U multiplies the ones row, identical in X and Xhat, so only the weight
 matrix's spectral norm enters.
 """
@@ -41,6 +46,14 @@ def cascade_bound(eps1: float, gamma: float, later_norms: list[float], kappa: fl
     for norm_l in later_norms:
         e *= math.sqrt(gamma) * norm_l
     return e * (kappa if later_norms else 1.0)
+
+
+def cascade_bound_measured(eps: list[float], gaps: list[float], later_norms: list[float]) -> float:
+    """e_L from e_1 = eps_1, e_l^2 <= eps_l^2 - gap_l^2 + ||W_l||_2^2 e_(l-1)^2 (l >= 2)."""
+    e = eps[0]
+    for eps_l, gap_l, norm_l in zip(eps[1:], gaps[1:], later_norms):
+        e = math.sqrt(max(eps_l ** 2 - gap_l ** 2 + (norm_l * e) ** 2, 0.0))
+    return e
 
 
 def cascade_bound_normalized(eps1: float, gamma: float, n_layers: int) -> float:

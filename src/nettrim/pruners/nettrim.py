@@ -5,6 +5,14 @@
   eps_l^2 = gamma ||(W_l^T Xhat - Y_l)_Omega||_F^2 (the original W_l stays feasible); the
   first layer is solved as in parallel.
 * the logits layer's eps is multiplied by the risk factor kappa in (0, 1].
+* ``layer_epsilon`` (relative, per layer name): in parallel, and for the first layer, it
+  replaces ``epsilon``; for a later cascade layer it is a floor,
+  eps_l = max(sqrt(gamma) gap_l, layer_epsilon[l] ||Y_l||_F). The floor lets a layer whose
+  pruned input is almost exact still be pruned; the bound then follows the measured recursion
+  of ``bounds.cascade_bound_measured``.
+* ``relax_slack``: cascade V = relu(W_l^T Xhat) instead of W_l^T Xhat. A larger feasible set
+  (the original W_l is still feasible), and Theorem 2 still holds: off Omega,
+  relu(U^T Xhat) <= relu(V) = relu(W_l^T Xhat) is all its proof uses.
 """
 from __future__ import annotations
 
@@ -29,37 +37,42 @@ class NetTrimMethod:
     kappa: float = 1.0
     per_neuron: bool = False
     reweight: int = 0
+    polish: bool = False
+    layer_epsilon: dict[str, float] | None = None
+    relax_slack: bool = False
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
 
-    def tolerance(self, job: LayerJob) -> tuple[float, torch.Tensor | None]:
-        """(absolute eps, V) for this layer under the scheme."""
+    def tolerance(self, job: LayerJob) -> tuple[float, torch.Tensor | None, float]:
+        """(absolute eps, V, gap) for this layer under the scheme; gap = ||(W^T Xhat - Y)_Omega||."""
         target = float(job.Y.norm())
+        own = (self.layer_epsilon or {}).get(job.spec.name)
+        gap = float(((job.Z - job.Y) * job.active).norm())
         if self.mode == "parallel" or job.first:
-            eps, V = self.epsilon * target, None
+            eps, V = (self.epsilon if own is None else own) * target, None
         else:
-            gap = float(((job.Z - job.Y) * job.active).norm())
-            eps, V = math.sqrt(self.gamma) * gap, (job.Z if job.spec.relu else None)
+            eps = max(math.sqrt(self.gamma) * gap, 0.0 if own is None else own * target)
+            V = (torch.relu(job.Z) if self.relax_slack else job.Z) if job.spec.relu else None
             eps = max(eps, 1e-6 * target)  # pruned input identical to the original: keep eps > 0
         if job.last:
             eps *= self.kappa
-        return eps, V
+        return eps, V, gap
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
-        eps, V = self.tolerance(job)
+        eps, V, gap = self.tolerance(job)
         # cascade layers after the first: the original weights are feasible and a good start
         # (measured: 3x fewer ADMM iterations); elsewhere the ridge solution starts better
         warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
         res = trim_layer(job.X, job.Y, eps, V=V, relu=job.spec.relu, bias=job.bias is not None,
                          per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
-                         reweight=self.reweight, progress=self.progress)
+                         reweight=self.reweight, polish=self.polish, progress=self.progress)
         if res.status == INFEASIBLE:
             need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
             raise NettrimError(
                 f"layer '{job.spec.name}' is infeasible: eps = {eps:.4g} but the best "
                 f"least-squares fit misses by {res.discrepancy:.4g}; raise kappa to at least "
                 f"{need:.3f} (or epsilon)")
-        info = {"solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
+        info = {"gap": gap, "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
                 "tolerance": res.tolerance, "solver_seconds": res.seconds}
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
                             status=res.status, iterations=res.iterations, epsilon=eps, info=info)

@@ -18,7 +18,7 @@ from ..capture.batchnorm import fold_batchnorm
 from ..capture import LayerSpec, adapter_for, capture_layer, network_output, trace_layers
 from ..errors import NettrimError, require
 from .base import LayerJob, LayerMethod, LayerOutcome
-from .bounds import cascade_bound, parallel_bound, spectral_norm
+from .bounds import cascade_bound, cascade_bound_measured, parallel_bound, spectral_norm
 from .cleanup import remove_dead_units
 from .report import LayerReport, PruneReport
 
@@ -36,8 +36,15 @@ class PruneResult:
 def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, mode: str,
                method_name: str, settings: dict, batch_size: int = 1024, cleanup: bool = True,
                progress: bool = True, layers: list[str] | None = None,
-               on_layer=None) -> PruneResult:
-    """Prune a deep copy of ``model`` layer by layer with ``method`` under ``mode``."""
+               on_layer=None, capture: dict | None = None) -> PruneResult:
+    """Prune a deep copy of ``model`` layer by layer with ``method`` under ``mode``.
+
+    ``capture``: options for every layer's capture (``capture_layer``), e.g. ``max_rows`` and
+    ``seed`` of the patch rows of Conv2d layers; default ``max_rows="auto"`` (see
+    ``nettrim.capture.conv``). The same options are used for the original and the pruned
+    network, so a cascade layer sees the same patch positions in both.
+    """
+    capture = {"max_rows": "auto", **(capture or {})}
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     start = time.perf_counter()
     original, folded = fold_batchnorm(model) if _has_batchnorm(model) else (model, [])
@@ -55,7 +62,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         bar.set_postfix_str(spec.name)
         if layers is not None and spec.name not in layers:
             continue
-        job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size)
+        job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture)
         t0 = time.perf_counter()
         outcome = method(job)
         adapter_for(pruned.get_submodule(spec.name), spec.name).set(outcome.weight, outcome.bias)
@@ -79,18 +86,20 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
-def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size) -> LayerJob:
-    X0, Z0 = capture_layer(original, spec.name, inputs, batch_size)
+def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size,
+              capture: dict) -> LayerJob:
+    X0, Z0 = capture_layer(original, spec.name, inputs, batch_size, **capture)
     Y = torch.relu(Z0) if spec.relu else Z0
     if mode == "cascade" and spec.index > 0:
         # layers before ``spec`` are already pruned in ``pruned``; ``spec`` itself is still original
-        X, Z = capture_layer(pruned, spec.name, inputs, batch_size)
+        X, Z = capture_layer(pruned, spec.name, inputs, batch_size, **capture)
     else:
         X, Z = X0, Z0
     del X0
     weight, bias = adapter_for(original.get_submodule(spec.name), spec.name).get()
     return LayerJob(spec, weight, bias, X, Y, Z, first=spec.index == 0,
-                    last=spec.index == len(specs) - 1)
+                    last=spec.index == len(specs) - 1, images=int(inputs.shape[0]),
+                    shape=tuple(original.get_submodule(spec.name).weight.shape))
 
 
 def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float) -> LayerReport:
@@ -99,14 +108,14 @@ def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float) -> Layer
     act = torch.relu(Z) if job.spec.relu else Z
     nnz = lambda w, bb: int((w != 0).sum()) + (0 if bb is None else int((bb != 0).sum()))
     return LayerReport(
-        name=job.spec.name, kind=job.spec.kind, shape=list(job.weight.shape), relu=job.spec.relu,
+        name=job.spec.name, kind=job.spec.kind, shape=list(job.shape or job.weight.shape), relu=job.spec.relu,
         nnz_before=nnz(job.weight, job.bias), nnz_after=nnz(W, b),
         total=job.weight.numel() + (0 if job.bias is None else job.bias.numel()),
         epsilon=outcome.epsilon,
         discrepancy=float(((Z - job.Y) * job.active).norm()),
         response_error=float((act - job.Y).norm()), target_norm=float(job.Y.norm()),
         status=outcome.status, iterations=outcome.iterations, seconds=seconds,
-        samples=job.X.shape[0], info=dict(outcome.info))
+        samples=job.X.shape[0], info={"images": job.images, **outcome.info})
 
 
 def _cleanup(pruned: nn.Module, specs, reports: list[LayerReport]) -> None:
@@ -135,6 +144,9 @@ def _bound(mode: str, reports: list[LayerReport], original: nn.Module, pruned: n
     eps = [r.epsilon * (1 + 2 * tol) for r in reports]
     if mode == "cascade":
         norms = [spectral_norm(original.get_submodule(r.name).weight) for r in reports]
+        if settings.get("layer_epsilon"):  # floors: the tolerances are not gamma gap_l^2
+            gaps = [float(r.info.get("gap", 0.0)) for r in reports]
+            return cascade_bound_measured(eps, gaps, norms[1:])
         return cascade_bound(eps[0], float(settings.get("gamma", 1.0)), norms[1:],
                              float(settings.get("kappa", 1.0)))
     norms = [spectral_norm(pruned.get_submodule(r.name).weight) for r in reports]
