@@ -78,43 +78,66 @@ class DCMethod(_Target):
 
 @dataclass
 class NetTrimAtSparsity(_Target):
-    """Net-Trim with eps searched (log-bisection on the relative eps) to reach k non-zeros.
+    """Net-Trim with the relative eps searched to reach k non-zeros.
 
-    V is the original response on X (parallel: 0 off the active set; cascade: W^T X_hat), so
-    the original weights are always feasible. The search keeps the sparsest solution with at
-    most k non-zeros; if none has, the densest-but-closest is hard-thresholded to k and the
-    outcome says so (``info["thresholded"]``).
+    Every solve is polished on its support (``nettrim.layer.polish``: same non-zeros, smaller
+    discrepancy). The non-zero count falls roughly like a power of eps, so the search interpolates log eps
+    against log nnz between the nearest solves on either side of k (doubling or tripling eps
+    until it has both sides), and stops at the first solve with 0.95 k <= nnz <= k. Each solve
+    starts from the previous one's answer. V is the original response on X (parallel: 0 off the
+    active set; cascade: relu(W^T X_hat) with ``relax_slack``, else W^T X_hat), so the original
+    weights are always feasible. The answer with at most k non-zeros and the smallest eps is
+    kept; if no solve reaches k, the closest is hard-thresholded to k and the outcome
+    says so (``info["thresholded"]``).
     """
 
     settings: ADMMSettings = ADMMSettings()
-    per_neuron: bool = True
-    max_solves: int = 7
-    bracket: tuple[float, float] = (1e-3, 1.0)
+    per_neuron: bool = False
+    max_solves: int = 8
+    start: float = 0.1
+    relax_slack: bool = True
+    polish: bool = True
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
         k = self.keep(job)
-        V = job.Z if (job.spec.relu and not job.first) else None
+        V = None
+        if job.spec.relu and not job.first:
+            V = torch.relu(job.Z) if self.relax_slack else job.Z
         norm = float(job.Y.norm())
-        lo, hi = (math.log(g) for g in self.bracket)
-        best = None  # (nnz, g, result) with nnz <= k
-        closest = None
-        for _ in range(self.max_solves):
-            g = math.exp((lo + hi) / 2)
+        below, above = None, None  # (g, nnz, result): nnz <= k with the smallest g; nnz > k, largest g
+        g, warm, solves = self.start, None, 0
+        while solves < self.max_solves:
             res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu, bias=job.bias is not None,
-                             per_neuron=self.per_neuron, settings=self.settings)
+                             per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
+                             polish=self.polish)
+            solves += 1
+            warm = (res.weight, res.bias)
             if res.nnz <= k:
-                best = (res.nnz, g, res) if best is None or g < best[1] else best
-                hi = math.log(g)
+                below = (g, res.nnz, res) if below is None or g < below[0] else below
             else:
-                closest = (res.nnz, g, res) if closest is None or res.nnz < closest[0] else closest
-                lo = math.log(g)
-            if best is not None and best[0] >= 0.97 * k:
+                above = (g, res.nnz, res) if above is None or g > above[0] else above
+            if below is not None and below[1] >= 0.95 * k:
                 break
-        thresholded = best is None
-        nnz, g, res = best if best is not None else closest
+            g = _next_eps(below, above, k)
+        thresholded = below is None
+        g, nnz, res = above if thresholded else below
         w, b = res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight)
         if thresholded:
             w, b = threshold_layer(w, b, k)
         return LayerOutcome(w, b, status=res.status, iterations=res.iterations, epsilon=g * norm,
                             info={"relative_epsilon": g, "thresholded": thresholded,
-                                  "solver_nnz": nnz})
+                                  "solver_nnz": nnz, "solves": solves})
+
+
+def _next_eps(below, above, k: int) -> float:
+    """Next relative eps: log-log interpolation toward 0.975 k inside the bracket, else a step."""
+    if below is None:
+        return min(1.0, above[0] * 3)
+    if above is None:
+        return below[0] / 2
+    (g1, n1, _), (g0, n0, _) = below, above
+    if n1 <= 0:
+        return math.sqrt(g0 * g1)
+    t = (math.log(0.975 * k) - math.log(n0)) / (math.log(n1) - math.log(n0))
+    t = min(max(t, 0.15), 0.85)  # stay strictly inside the bracket
+    return math.exp(math.log(g0) + t * (math.log(g1) - math.log(g0)))

@@ -1,0 +1,87 @@
+"""Every method behind ``prune(method=..., sparsity=...)``: exact counts, same report, honest
+comparisons on a small trained teacher network."""
+import pytest
+import torch
+from torch import nn
+
+from nettrim import NettrimError, prune
+from nettrim.layer import ADMMSettings
+
+F64 = ADMMSettings(dtype=torch.float64)
+
+
+def teacher_net(seed=0):
+    """A ReLU net whose layers have real structure: sparse random weights, 30-40-20-5."""
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(30, 40), nn.ReLU(), nn.Linear(40, 20), nn.ReLU(),
+                        nn.Linear(20, 5)).double()
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                mask = torch.rand(m.weight.shape, generator=g) < 0.35
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=torch.float64) * mask
+                               + 0.05 * torch.randn(m.weight.shape, generator=g, dtype=torch.float64))
+    return net
+
+
+def inputs(seed=0, P=400):
+    return torch.randn(P, 30, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("method, options", [
+    ("threshold", {}), ("lobs", {}), ("lobs", {"greedy": False}), ("dc", {}),
+    ("nettrim", {"settings": F64}),
+])
+def test_each_method_reaches_the_requested_sparsity(method, options):
+    net, X = teacher_net(), inputs()
+    res = prune(net, X, method=method, sparsity=0.7, progress=False, cleanup=False, **options)
+    rep = res.report
+    assert rep.method == method and len(rep.layers) == 3
+    for r in rep.layers:
+        k = round(r.total * 0.3)
+        if method == "nettrim":  # eps search: the sparsest solve with at most k non-zeros
+            assert 0.7 * k <= r.nnz_after <= k
+        elif method == "dc":  # lambda search: lands within its tolerance, says where
+            assert abs(r.nnz_after - k) <= 0.02 * r.total
+            assert r.info["sparsity"] == pytest.approx(1 - r.nnz_after / r.total)
+        else:
+            assert r.nnz_after == k
+    assert [type(m) for m in res.model] == [type(m) for m in net]
+    out = res.model(X)
+    assert out.shape == (400, 5) and bool(torch.isfinite(out).all())
+
+
+def test_lobs_fits_better_than_thresholding_at_equal_sparsity():
+    net, X = teacher_net(1), inputs(1)
+    errors = {m: prune(net, X, method=m, sparsity=0.8, progress=False, cleanup=False).report.output_error
+              for m in ("threshold", "lobs")}
+    assert errors["lobs"] < errors["threshold"]
+
+
+def test_nettrim_at_a_sparsity_returns_a_feasible_solve():
+    """The eps search keeps a solve of the program it names: discrepancy within its eps."""
+    settings = ADMMSettings(dtype=torch.float64, max_iterations=10000)
+    rep = prune(teacher_net(1), inputs(1), method="nettrim", sparsity=0.6, settings=settings,
+                progress=False, cleanup=False).report
+    for r in rep.layers:
+        assert not r.info["thresholded"] and r.status == "solved"
+        assert r.discrepancy <= r.epsilon * (1 + settings.feasibility_tol)
+
+
+def test_counts_match_another_methods_layers():
+    net, X = teacher_net(2), inputs(2)
+    nt = prune(net, X, epsilon=0.1, settings=F64, progress=False, cleanup=False).report
+    counts = {r.name: r.nnz_after for r in nt.layers}
+    th = prune(net, X, method="threshold", counts=counts, progress=False, cleanup=False).report
+    assert {r.name: r.nnz_after for r in th.layers} == counts
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(method="threshold"), "needs a target"),
+    (dict(method="lobs", sparsity=1.0), "sparsity"),
+    (dict(method="dc", sparsity=0.0), "sparsity"),
+    (dict(method="lobs", sparsity=0.5, colour="red"), "bad option"),
+])
+def test_bad_requests_get_one_line_errors(kwargs, match):
+    with pytest.raises(NettrimError, match=match):
+        prune(teacher_net(), inputs(), progress=False, **kwargs)
