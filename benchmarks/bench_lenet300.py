@@ -28,10 +28,10 @@ from nettrim.models import evaluate
 from nettrim.report import write_json_atomic
 
 
-def whole_network(model, xs, xt, yt, epsilon, gamma, per_neuron):
+def whole_network(model, xs, xt, yt, epsilon, gamma, per_neuron, reweight=0):
     t0 = time.perf_counter()
     res = prune(model, xs, mode="cascade", epsilon=epsilon, gamma=gamma, per_neuron=per_neuron,
-                progress=False)
+                reweight=reweight, progress=False)
     seconds = time.perf_counter() - t0
     rep = res.report
     return {"seconds": seconds, "sparsity": rep.sparsity, "nnz_after": rep.nnz_after,
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=DEMO["epsilon"])
     ap.add_argument("--gamma", type=float, default=DEMO["gamma"])
     ap.add_argument("--per-neuron", action="store_true")
+    ap.add_argument("--reweight", type=int, default=DEMO["reweight"])
     ap.add_argument("--checkpoint", type=Path, default=Path("runs/demo/lenet-300-100.pt"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lenet300.json"))
     args = ap.parse_args()
@@ -71,10 +72,11 @@ def main() -> None:
     x, y = load_dataset("mnist", "train")
     xt, yt = load_dataset("mnist", "test")
     xs, _ = subset(x, y, args.samples, seed=0)
-    net = whole_network(model, xs, xt, yt, args.epsilon, args.gamma, args.per_neuron)
+    net = whole_network(model, xs, xt, yt, args.epsilon, args.gamma, args.per_neuron, args.reweight)
     cmp = solver_vs_cvxpy(model, xs, neurons=20, samples=500, g=args.epsilon)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "torch": torch.__version__, "samples": args.samples, "epsilon": args.epsilon,
+              "reweight": args.reweight,
               "gamma": args.gamma, "per_neuron": args.per_neuron, "network": net, "solver": cmp,
               "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(f"LeNet-300-100 cascade, eps {args.epsilon}, gamma {args.gamma}, {args.samples} samples")

@@ -48,6 +48,8 @@ def test_eval(checkpoint, capsys):
     (["prune", "CKPT", "--dataset", "fashion-mnist", "--data-dir", "/no/dir", "--out", "OUT"], "/no/dir"),
     (["compare", "--checkpoint", "CKPT", "--methods", "nettrim,magic", "--out", "OUT"], "unknown method"),
     (["experiment", "nonsense"], "unknown experiment"),
+    (["prune", "CKPT", "--layer-epsilon", "3:0.2", "--out", "OUT"], "NAME=EPS"),
+    (["prune", "CKPT", "--layer-epsilon", "9=0.2", "--out", "OUT"], "prunable layers"),
 ])
 def test_bad_input_one_line_no_output(argv, match, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
@@ -66,3 +68,31 @@ def test_refuses_to_overwrite_input(checkpoint, capsys):
     rc = main(["--no-progress", "prune", str(target), "--samples", "200", "--out", str(checkpoint.parent)])
     assert rc == 0  # stem gets the suffix again: mlp-nettrim-cascade-nettrim-cascade.pt
     assert checkpoint.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def lenet5_checkpoint(tmp_path_factory):
+    torch.set_num_threads(1)
+    x, y = load_dataset("mnist", "train")
+    xs, ys = subset(x, y, 3000, seed=0)
+    model = build_model("lenet5")
+    train(model, xs, ys, epochs=1, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("ckpt") / "lenet5.pt"
+    save_checkpoint(path, model, "lenet5", {}, {"dataset": "mnist"})
+    return path
+
+
+def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
+    """LeNet-5 through the CLI: conv and FC layers pruned, kernel shapes and row budget reported."""
+    rc = main(["--no-progress", "prune", str(lenet5_checkpoint), "--samples", "200", "--epsilon", "0.1",
+               "--max-rows", "1500", "--layer-epsilon", "3=0.1", "--out", str(tmp_path)])
+    assert rc == 0
+    report = json.loads((tmp_path / "lenet5-nettrim-cascade.json").read_text())["report"]
+    layers = report["layers"]
+    assert [la["kind"] for la in layers] == ["conv2d", "conv2d", "linear", "linear", "linear"]
+    assert layers[0]["shape"] == [6, 1, 5, 5] and layers[1]["shape"] == [16, 6, 5, 5]
+    assert [la["samples"] for la in layers[:2]] == [1500, 1500]
+    assert all(la["nnz_after"] < la["nnz_before"] for la in layers)
+    assert report["settings"]["capture"] == {"max_rows": 1500}
+    assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "fashion-mnist"]) == 0
+    assert "lenet5, test accuracy" in capsys.readouterr().out

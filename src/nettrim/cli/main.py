@@ -24,7 +24,14 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=2000, help="training samples used (default 2000)")
     p.add_argument("--per-neuron", action="store_true", help="one tolerance ball per neuron")
     p.add_argument("--reweight", type=int, default=0, help="rounds of reweighted l1")
+    p.add_argument("--polish", action="store_true", help="debias every layer on its support (stays feasible)")
+    p.add_argument("--relax-slack", action="store_true", help="cascade V = relu(W^T Xhat)")
+    p.add_argument("--layer-epsilon", default=None, metavar="NAME=EPS,...",
+                   help="relative eps per layer (a floor for later cascade layers), e.g. 3=0.2,6=0.15")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="patch rows sampled per Conv2d layer (default max(5000, 30 N'))")
     p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -57,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="nettrim,threshold,dc,lobs")
     p.add_argument("--sparsity", default=None, help="comma-separated, e.g. 0.5,0.7,0.8,0.9,0.95")
     p.add_argument("--retrain-epochs", type=int, default=None)
+    p.add_argument("--retrain-lr", type=float, default=1e-3, help="Adam learning rate of the masked retraining")
     p.add_argument("--samples", type=int, default=None)
     p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
     p.add_argument("--hidden-only", action="store_true", help="leave the logits layer dense")
@@ -92,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
         model, info = load_checkpoint(args.checkpoint)
         out = wf.prune_model(
             model, args.dataset, data_dir=args.data_dir, samples=args.samples, seed=args.seed,
-            finetune_epochs=args.finetune_epochs, progress=progress, method="nettrim",
-            mode=args.mode, epsilon=args.epsilon, gamma=args.gamma, kappa=args.kappa,
-            per_neuron=args.per_neuron, reweight=args.reweight)
+            finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, progress=progress,
+            method="nettrim", mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
+            kappa=args.kappa, per_neuron=args.per_neuron, reweight=args.reweight,
+            polish=args.polish, relax_slack=args.relax_slack,
+            layer_epsilon=_parse_layer_eps(args.layer_epsilon),
+            capture=None if args.max_rows is None else {"max_rows": args.max_rows})
         wf.print_summary(out["summary"], out["result"])
         stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
         paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])
@@ -120,6 +131,21 @@ def run(args: argparse.Namespace) -> int:
         wf.demo(args.out, epsilon=args.epsilon, samples=args.samples,
                 finetune_epochs=args.finetune_epochs, progress=progress)
     return 0
+
+
+def _parse_layer_eps(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            out[""] = None
+        if not name.strip() or out.get("") is None and "" in out:
+            raise NettrimError(f"--layer-epsilon wants NAME=EPS pairs separated by commas, got {item!r}")
+    return out
 
 
 def _parse_floats(text: str, what: str) -> list[float]:
@@ -155,7 +181,8 @@ def _compare(args, progress: bool) -> None:
                          samples=args.samples or preset["samples"],
                          retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
                          mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
-                         retrain_subset=preset["retrain_subset"], progress=progress)
+                         retrain_subset=preset["retrain_subset"], retrain_lr=args.retrain_lr,
+                         progress=progress)
     paths = cmp.write(result, args.out)
     print(cmp.table(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

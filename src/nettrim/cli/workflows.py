@@ -64,7 +64,7 @@ def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=Non
 
 
 def prune_model(model, dataset: str, *, data_dir=None, samples=2000, seed=0, finetune_epochs=0,
-                finetune_lr=1e-4, progress=True, log=print, **prune_kwargs) -> dict:
+                finetune_lr=1e-3, progress=True, log=print, **prune_kwargs) -> dict:
     """Prune ``model`` on ``samples`` training images, evaluate before/after (and after masked
     fine-tuning when asked). Returns {"result": PruneResult, "summary": dict}."""
     x, y = load_dataset(dataset, "train", data_dir)
@@ -144,7 +144,7 @@ def load_or_train(path: Path, arch: str, dataset: str, *, progress=True, log=pri
     return model, {"arch": arch, "arch_kwargs": {}, "meta": meta}
 
 
-DEMO = dict(arch="lenet-300-100", dataset="mnist", epsilon=0.1, gamma=1.1, samples=2000)
+DEMO = dict(arch="lenet-300-100", dataset="mnist", epsilon=0.1, gamma=1.1, reweight=2, samples=2000)
 
 
 def demo(out_dir: Path, *, epsilon=None, samples=None, finetune_epochs=1, progress=True, log=print) -> dict:
@@ -156,7 +156,7 @@ def demo(out_dir: Path, *, epsilon=None, samples=None, finetune_epochs=1, progre
     out = prune_model(model, DEMO["dataset"], samples=samples or DEMO["samples"],
                       finetune_epochs=finetune_epochs, progress=progress, log=log,
                       method="nettrim", mode="cascade", epsilon=epsilon or DEMO["epsilon"],
-                      gamma=DEMO["gamma"])
+                      gamma=DEMO["gamma"], reweight=DEMO["reweight"])
     result, summary = out["result"], out["summary"]
     print_summary(summary, result, log)
     paths = write_outputs(out, out_dir, "lenet-300-100-nettrim", None, DEMO["arch"],

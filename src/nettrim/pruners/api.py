@@ -87,7 +87,11 @@ def prune(
                                      layer_epsilon=layer_epsilon, relax_slack=relax_slack,
                                      settings=settings)
     elif method == "nettrim":
-        layer_method = NetTrimAtSparsity(**target, settings=settings, **method_options)
+        try:
+            layer_method = NetTrimAtSparsity(**target, settings=settings, per_neuron=per_neuron,
+                                             reweight=reweight, **method_options)
+        except TypeError as exc:
+            raise NettrimError(f"bad option for method 'nettrim' at a sparsity: {exc}") from None
     else:
         cls = {"threshold": ThresholdMethod, "lobs": LOBSMethod, "dc": DCMethod}[method]
         try:

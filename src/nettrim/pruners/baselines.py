@@ -97,6 +97,7 @@ class NetTrimAtSparsity(_Target):
     start: float = 0.1
     relax_slack: bool = True
     polish: bool = True
+    reweight: int = 0
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
         k = self.keep(job)
@@ -109,7 +110,7 @@ class NetTrimAtSparsity(_Target):
         while solves < self.max_solves:
             res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu, bias=job.bias is not None,
                              per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
-                             polish=self.polish)
+                             polish=self.polish, reweight=self.reweight)
             solves += 1
             warm = (res.weight, res.bias)
             if res.nnz <= k:
