@@ -9,16 +9,21 @@ from nettrim.data import load_dataset, subset
 from nettrim.models import build_model, save_checkpoint, train
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def trained_checkpoint(tmp_path_factory, arch, stem, images, epochs):
+    """A model of ``arch`` trained on ``images`` MNIST images, saved as a checkpoint."""
     torch.set_num_threads(1)
     x, y = load_dataset("mnist", "train")
-    xs, ys = subset(x, y, 5000, seed=0)
-    model = build_model("mlp-60-60")
-    train(model, xs, ys, epochs=3, seed=0, progress=False)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
+    xs, ys = subset(x, y, images, seed=0)
+    model = build_model(arch)
+    train(model, xs, ys, epochs=epochs, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("ckpt") / f"{stem}.pt"
+    save_checkpoint(path, model, arch, {}, {"dataset": "mnist"})
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return trained_checkpoint(tmp_path_factory, "mlp-60-60", "mlp", 5000, 3)
 
 
 def test_prune_writes_report_plot_and_checkpoints(checkpoint, tmp_path, capsys):
@@ -72,14 +77,7 @@ def test_refuses_to_overwrite_input(checkpoint, capsys):
 
 @pytest.fixture(scope="module")
 def lenet5_checkpoint(tmp_path_factory):
-    torch.set_num_threads(1)
-    x, y = load_dataset("mnist", "train")
-    xs, ys = subset(x, y, 3000, seed=0)
-    model = build_model("lenet5")
-    train(model, xs, ys, epochs=1, seed=0, progress=False)
-    path = tmp_path_factory.mktemp("ckpt") / "lenet5.pt"
-    save_checkpoint(path, model, "lenet5", {}, {"dataset": "mnist"})
-    return path
+    return trained_checkpoint(tmp_path_factory, "lenet5", "lenet5", 3000, 1)
 
 
 def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
