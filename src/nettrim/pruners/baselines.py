@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..layer import ADMMSettings, trim_layer
+from ..layer.result import INFEASIBLE
 from .base import LayerJob, LayerOutcome
 from .dc import dc_layer_at_sparsity
 from .lobs import lobs_layer
@@ -113,7 +114,7 @@ class NetTrimAtSparsity(_Target):
                              polish=self.polish, reweight=self.reweight)
             solves += 1
             warm = (res.weight, res.bias)
-            if res.nnz <= k:
+            if res.nnz <= k and res.status != INFEASIBLE:  # an infeasible eps is too small
                 below = (g, res.nnz, res) if below is None or g < below[0] else below
             else:
                 above = (g, res.nnz, res) if above is None or g > above[0] else above
