@@ -63,6 +63,8 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         if layers is not None and spec.name not in layers:
             continue
         job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture)
+        if progress and hasattr(method, "progress"):  # ADMM progress on the layer bar
+            method.progress = _admm_postfix(bar, spec.name)
         t0 = time.perf_counter()
         outcome = method(job)
         adapter_for(pruned.get_submodule(spec.name), spec.name).set(outcome.weight, outcome.bias)
@@ -80,6 +82,13 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
         bound=_bound(mode, reports, original, pruned, settings))
     return PruneResult(pruned, report)
+
+
+def _admm_postfix(bar, name: str):
+    """A solver progress callback that shows iteration and converged neurons on ``bar``."""
+    def show(iteration: int, done: int, total: int) -> None:
+        bar.set_postfix_str(f"{name}: ADMM iteration {iteration}, {done}/{total} neurons done")
+    return show
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
