@@ -182,6 +182,7 @@ def _compare(args, progress: bool) -> None:
                          retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
                          mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
                          retrain_subset=preset["retrain_subset"], retrain_lr=args.retrain_lr,
+                         options=preset.get("options"),
                          progress=progress)
     paths = cmp.write(result, args.out)
     print(cmp.table(result))
