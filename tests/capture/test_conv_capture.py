@@ -8,14 +8,6 @@ from nettrim.capture import ConvAdapter, adapter_for, capture_layer, fold_batchn
 from nettrim.errors import NettrimError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CASES = [
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=3, stride=1, padding=2, dilation=2),

@@ -12,14 +12,6 @@ from nettrim.layer.reference import solve_reference
 TIGHT = ADMMSettings(rel_tol=1e-4, abs_tol=1e-7, max_iterations=20000)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _layer(cin, cout, k, n, hw, seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

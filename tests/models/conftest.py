@@ -11,15 +11,6 @@ def blobs(n: int = 2000, dim: int = 20, n_classes: int = 10, seed: int = 0):
     return centres[y] + torch.randn(n, dim, generator=g), y
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and without OpenMP oversubscription on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def blob_data():
     """(train_x, train_y, test_x, test_y), 20-dimensional, 10 classes."""

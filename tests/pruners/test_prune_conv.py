@@ -11,14 +11,6 @@ from nettrim.pruners import run_scheme
 from nettrim.pruners.nettrim import NetTrimMethod
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _net(bn: bool = False):
     torch.manual_seed(0)
     layers = [nn.Conv2d(1, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if bn else []) + [
