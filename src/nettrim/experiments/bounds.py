@@ -47,8 +47,7 @@ from ..pruners.base import LayerJob, LayerOutcome
 from ..pruners.bounds import spectral_norm
 from ..pruners.nettrim import NetTrimMethod
 from . import zoo
-from .zoo import resolve_preset
-from .common import write_run
+from .common import AdmmPreset, begin_run, write_run
 
 JSON_NAME = "bounds.json"
 PNG_NAME = "bounds.png"
@@ -60,7 +59,7 @@ PAPER_FORMS = {"parallel": "sum_eps", "cascade": "normalized"}
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(AdmmPreset):
     name: str
     nets: tuple[dict, ...]  # keyword arguments of zoo.get_model
     epsilons: tuple[float, ...]
@@ -69,9 +68,6 @@ class Preset:
     gamma: float = 1.1
     admm: tuple[tuple[str, float], ...] = ()  # ADMMSettings overrides
     description: str = ""
-
-    def settings(self) -> ADMMSettings:
-        return ADMMSettings(**dict(self.admm))
 
 
 QUICK = Preset(
@@ -376,10 +372,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset ("quick", "full", or a :class:`Preset`) and write ``bounds.json`` and
     ``bounds.png`` into ``out_dir`` (atomically). Returns the JSON content."""
-    p = resolve_preset(preset, PRESETS)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
     nets = [run_net(net, p.epsilons, samples=p.samples, test_samples=p.test_samples,
                     gamma=p.gamma, seed=seed, progress=progress, settings=p.settings())
             for net in p.nets]

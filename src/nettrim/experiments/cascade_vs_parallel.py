@@ -40,8 +40,7 @@ from ..layer import ADMMSettings, trim_layer
 from ..models import evaluate
 from . import zoo
 from .bounds import nettrim_modes
-from .common import write_run
-from .zoo import resolve_preset
+from .common import AdmmPreset, begin_run, write_run
 
 JSON_NAME = "cascade_vs_parallel.json"
 PNG_NAME = "cascade_vs_parallel.png"
@@ -49,7 +48,7 @@ MODES = ("parallel", "cascade")
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(AdmmPreset):
     name: str
     net: dict  # keyword arguments of zoo.get_model
     epsilons: tuple[float, ...]
@@ -60,9 +59,6 @@ class Preset:
     workers: int = 2
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
     description: str = ""
-
-    def settings(self) -> ADMMSettings:
-        return ADMMSettings(**dict(self.admm))
 
 
 QUICK = Preset(
@@ -321,10 +317,7 @@ def plot(res: dict):
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset and write ``cascade_vs_parallel.json`` and ``.png`` into ``out_dir``."""
-    p = resolve_preset(preset, PRESETS)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
     res = run(p, seed=seed, progress=progress)
     payload = dict(experiment="cascade_vs_parallel", preset=p.name, seed=seed,
                    description=p.description, epsilons=list(p.epsilons), **res)

@@ -6,7 +6,30 @@ from typing import Sequence
 
 import numpy as np
 
+from ..layer import ADMMSettings
 from ..report.io import save_figure_atomic, write_json_atomic  # noqa: F401  (re-exported)
+
+
+class AdmmPreset:
+    """Base of the experiments' presets: ``admm`` is a tuple of (ADMMSettings field, value)."""
+
+    admm: tuple[tuple[str, float], ...]
+
+    def settings(self) -> ADMMSettings:
+        return ADMMSettings(**dict(self.admm))
+
+
+def begin_run(out_dir, preset, presets: dict):
+    """What every experiment's ``main`` starts with: (the resolved preset, ``out_dir`` as a
+    created Path, the start time for ``write_run``)."""
+    import time
+    from pathlib import Path
+
+    from .zoo import resolve_preset
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return resolve_preset(preset, presets), out, time.perf_counter()
 
 
 def seeded_generator(seed: int | Sequence[int]) -> np.random.Generator:

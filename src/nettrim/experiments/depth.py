@@ -20,7 +20,6 @@ A deep MLP (784-256x5-10, six prunable layers) is trained once. No retraining an
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,15 +35,14 @@ from ..models import evaluate
 from ..pruners import prune
 from ..pruners.threshold import keep_count, threshold_layer
 from . import zoo
-from .common import write_run
-from .zoo import resolve_preset
+from .common import AdmmPreset, begin_run, write_run
 
 JSON_NAME = "depth.json"
 PNG_NAME = "depth.png"
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(AdmmPreset):
     name: str
     net: dict
     sparsities: tuple[float, ...]
@@ -53,9 +51,6 @@ class Preset:
     test_samples: int | None
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
     description: str = ""
-
-    def settings(self) -> ADMMSettings:
-        return ADMMSettings(**dict(self.admm))
 
 
 QUICK = Preset(
@@ -266,10 +261,7 @@ def plot(payload: dict):
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset and write ``depth.json`` and ``depth.png`` into ``out_dir``."""
-    p = resolve_preset(preset, PRESETS)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
     model, info = zoo.get_model(**p.net, seed=seed, progress=progress)
     data = zoo.load_data(p.net["dataset"])
     x_prune, _ = subset(data.x_train, data.y_train, p.samples, seed=seed + 1)

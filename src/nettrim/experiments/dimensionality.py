@@ -19,7 +19,6 @@ over seeds. A "pixels" row (no projection) is the reference.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,14 +27,12 @@ import numpy as np
 
 from ..capture import trace_layers
 from ..data import subset
-from ..layer import ADMMSettings
 from ..models import evaluate
 from ..pruners import prune
 from ..pruners.threshold import keep_count
 from . import zoo
-from .common import write_run
+from .common import AdmmPreset, begin_run, write_run
 from .depth import layer_nnz, layer_size, thresholded
-from .zoo import resolve_preset
 
 JSON_NAME = "dimensionality.json"
 PNG_NAME = "dimensionality.png"
@@ -43,7 +40,7 @@ PIXELS = 0  # the k used in tables for "no projection"
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(AdmmPreset):
     name: str
     net: dict  # zoo.get_model keywords without seed / pca
     ks: tuple[int, ...]
@@ -56,9 +53,6 @@ class Preset:
     pixels: bool = True
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
     description: str = ""
-
-    def settings(self) -> ADMMSettings:
-        return ADMMSettings(**dict(self.admm))
 
 
 QUICK = Preset(
@@ -237,10 +231,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
     """Run a preset and write ``dimensionality.json`` and ``.png`` into ``out_dir``. ``seed``
     offsets the preset's seeds."""
     from tqdm.auto import tqdm
-    p = resolve_preset(preset, PRESETS)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
     jobs = [(k, mode, seed + s) for mode in p.modes for k in p.ks for s in p.seeds]
     if p.pixels:
         jobs += [(None, "coords", seed + s) for s in p.seeds]

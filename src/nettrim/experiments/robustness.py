@@ -9,7 +9,6 @@ noise = r ||x|| z / ||z||, z ~ N(0, I). The same noise draws are used for every 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,20 +16,18 @@ import numpy as np
 import torch
 
 from ..data import subset
-from ..layer import ADMMSettings
 from ..models import count_nonzero, evaluate
 from ..pruners import prune
 from . import zoo
-from .common import write_run
+from .common import AdmmPreset, begin_run, write_run
 from .depth import layer_nnz, thresholded
-from .zoo import resolve_preset
 
 JSON_NAME = "robustness.json"
 PNG_NAME = "robustness.png"
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(AdmmPreset):
     name: str
     net: dict
     epsilons: tuple[float, ...]
@@ -42,9 +39,6 @@ class Preset:
     gamma: float = 1.1
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
     description: str = ""
-
-    def settings(self) -> ADMMSettings:
-        return ADMMSettings(**dict(self.admm))
 
 
 QUICK = Preset(
@@ -204,10 +198,7 @@ def plot(payload: dict):
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
     """Run a preset and write ``robustness.json`` and ``robustness.png`` into ``out_dir``."""
-    p = resolve_preset(preset, PRESETS)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
     res = run(p, seed=seed, progress=progress)
     payload = dict(experiment="robustness", preset=p.name, seed=seed, description=p.description,
                    mode=p.mode, gamma=p.gamma, admm=dict(p.admm), samples=p.samples,
