@@ -146,3 +146,34 @@ def test_polished_relu_layer_keeps_proposition_1():
     res = trim_layer(X, Y, eps, polish=True, settings=F64)
     out = torch.relu(X @ res.weight.T + res.bias)
     assert float((out - Y).norm()) <= res.discrepancy * (1 + 1e-9) <= eps * (1 + res.tolerance)
+
+
+@pytest.mark.parametrize("per_neuron", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hinge_program_matches_cvxpy(per_neuron, seed):
+    X, Z = teacher(seed)
+    Y = torch.relu(Z)
+    eps = 0.1 * float(Y.norm())
+    res = trim_layer(X, Y, eps, per_neuron=per_neuron, hinge=True, settings=F64)
+    ref = solve_reference(X, Y, eps, per_neuron=per_neuron, hinge=True)
+    assert res.status == "solved"
+    assert abs(l1(res) - np.abs(ref).sum()) <= 2e-3 * np.abs(ref).sum()
+    assert (res.discrepancy ** 2 + res.hinge_residual ** 2) ** 0.5 <= eps * (1 + res.tolerance) + 1e-9
+
+
+@pytest.mark.parametrize("polish", [False, True])
+def test_hinge_program_keeps_proposition_1_and_is_sparser(polish):
+    """The hinge program's feasible set contains the exact one's: never a larger l1 optimum,
+    and ||relu(U^T X) - Y||_F <= eps still holds (V = 0)."""
+    X, Z = teacher(3, P=300, N=40, M=8)
+    Y = torch.relu(Z)
+    for g in (0.05, 0.2, 0.4):
+        eps = g * float(Y.norm())
+        exact = trim_layer(X, Y, eps, settings=F64)
+        soft = trim_layer(X, Y, eps, hinge=True, polish=polish,
+                          settings=ADMMSettings(dtype=torch.float64, max_iterations=10000))
+        assert soft.status == "solved"
+        out = torch.relu(X @ soft.weight.T + soft.bias)
+        assert float((out - Y).norm()) <= eps * (1 + 2 * soft.tolerance)
+        if not polish:
+            assert l1(soft) <= l1(exact) * (1 + 2e-3)

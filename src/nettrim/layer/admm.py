@@ -79,11 +79,21 @@ def soft_threshold(Z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.sign(Z) * (Z.abs() - t).clamp_min(0)
 
 
-def _project(Z, Y, V, mask, eps, per_neuron):
-    """Projection of Z onto {ball around Y of radius eps on Omega} x {<= V off Omega}."""
-    D = (Z - Y) * mask
+def _project(Z, Y, V, mask, eps, per_neuron, hinge=False):
+    """Projection of Z onto {ball around Y of radius eps on Omega} x {<= V off Omega}.
+
+    With ``hinge`` the set is one ball in the hinged residual R = (Z - Y on Omega,
+    (Z - V)_+ off Omega): its projection scales R by min(1, eps / ||R||) (KKT: every entry with
+    a positive residual shrinks by the same factor 1 / (1 + lambda); the others stay put).
+    """
+    if hinge:
+        D = torch.where(mask, Z - Y, (Z - V).clamp_min(0))
+    else:
+        D = (Z - Y) * mask
     norm = D.norm(dim=0) if per_neuron else D.norm().reshape(1)
     shrink = torch.where(norm > eps, eps / norm.clamp_min(1e-30), torch.ones_like(norm))
+    if hinge:
+        return torch.where(mask, Y + D * shrink, torch.where(Z > V, V + D * shrink, Z))
     return torch.where(mask, Y + D * shrink, torch.minimum(Z, V))
 
 
@@ -142,7 +152,7 @@ def solve_admm(
     Yc, Vc, mc, ec, wc = Y, V, mask, eps, wts
     for it in range(1, settings.max_iterations + 1):
         Z = AW3 - U1
-        W1 = _project(Z, Yc, Vc, mc, ec, per)
+        W1 = _project(Z, Yc, Vc, mc, ec, per, problem.hinge)
         W2 = soft_threshold(W3 - U2, wc / rho)
         W3_old, AW3_old = W3, AW3
         if alpha != 1.0:  # over-relaxation: blend the new split variables with the old W3
@@ -165,7 +175,8 @@ def solve_admm(
         small = (r <= tol_p) & (s <= tol_d)
         if not per:
             small = small.all().expand_as(small)
-        ok = small & _feasible(A @ W2, W2, Yc, Vc, mc, ec, per, settings.feasibility_tol)
+        ok = small & _feasible(A @ W2, W2, Yc, Vc, mc, ec, per, settings.feasibility_tol,
+                              problem.hinge)
         iters[cols.cpu()] = it
         if settings.adaptive_rho and it <= settings.adapt_iterations:
             rho, U1, U2 = _balance(rho, U1, U2, r, s, per)
@@ -185,12 +196,15 @@ def solve_admm(
     return ADMMOutput(U=result, iterations=iters, converged=done)
 
 
-def _feasible(AU, U, Y, V, mask, eps, per_neuron, tol):
-    """Whether U meets the ball (eps (1 + tol)) and the half-spaces (||violation|| <= tol eps)."""
+def _feasible(AU, U, Y, V, mask, eps, per_neuron, tol, hinge=False):
+    """Whether U meets the ball (eps (1 + tol)) and the half-spaces (||violation|| <= tol eps);
+    with ``hinge``, whether the hinged residual lies in the ball."""
     R = AU - Y
     disc = (R * mask).square().sum(0)
     viol = (AU - V).masked_fill(mask, 0).clamp_min(0).square().sum(0)
     floor = 1e-7 * float(Y.norm()) + 1e-12
+    if hinge:
+        disc, viol = disc + viol, torch.zeros_like(viol)
     if per_neuron:
         return (disc.sqrt() <= eps * (1 + tol) + floor) & (viol.sqrt() <= tol * eps + floor)
     ok = (disc.sum().sqrt() <= eps * (1 + tol) + floor) & (viol.sum().sqrt() <= tol * eps + floor)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import torch
 
@@ -26,6 +27,7 @@ def trim_layer(
     warm_start: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     reweight: int = 0,
     polish: bool = False,
+    hinge: bool = False,
     progress: Progress | None = None,
 ) -> LayerResult:
     """Solve the Net-Trim program for one layer.
@@ -48,6 +50,10 @@ def trim_layer(
             Net-Trim program with weights 1 / (|U| + delta); sparser at the same epsilon.
         polish: move each neuron toward the least-squares fit on its support while staying
             feasible (see ``polish``): same sparsity, smaller discrepancy.
+        hinge: solve the hinge program instead (``problem.py``): the inactive entries' excess
+            ||(U^T X - V)_{Omega^c,+}|| shares the ball with the discrepancy, so
+            sqrt(discrepancy^2 + hinge_residual^2) <= epsilon; Proposition 1 still holds for
+            V = 0, and it is sparser at the same epsilon.
         progress: called as progress(iteration, neurons done, neurons total).
     """
     settings = settings or ADMMSettings()
@@ -60,7 +66,7 @@ def trim_layer(
     active = Yt > 0 if relu else torch.ones_like(Yt, dtype=torch.bool)
     eps = (split_budget(epsilon, Yt, active) if per_neuron
            else torch.tensor([float(epsilon)], dtype=dt, device=dev))
-    problem = LayerProblem(A, Yt, Vt, eps, relu, bias, per_neuron)
+    problem = LayerProblem(A, Yt, Vt, eps, relu, bias, per_neuron, hinge=hinge and relu)
     if not relu:
         fit = _least_squares_if_infeasible(problem)
         if fit is not None:
@@ -80,8 +86,7 @@ def _solve_on_live_features(problem, settings, U0, reweight, progress):
     so its weights are 0 at the optimum: it is dropped before solving (MNIST border pixels).
     """
     live = problem.A.abs().amax(dim=0) > 0
-    sub = LayerProblem(problem.A[:, live], problem.Y, problem.V, problem.eps, problem.relu,
-                       problem.bias, problem.per_neuron)
+    sub = replace(problem, A=problem.A[:, live])
     out = solve_admm(sub, settings, warm_start=None if U0 is None else U0[live], progress=progress)
     iterations = out.iterations.clone()
     for _ in range(reweight):
@@ -125,10 +130,11 @@ def _least_squares_if_infeasible(problem: LayerProblem) -> torch.Tensor | None:
 def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerResult:
     """Measure the returned U in float64 and package it; downgrade status if the check fails."""
     U64 = U.double()
-    p64 = LayerProblem(problem.A.double(), problem.Y.double(), problem.V.double(),
-                       problem.eps.double(), problem.relu, problem.bias, problem.per_neuron)
+    p64 = replace(problem, A=problem.A.double(), Y=problem.Y.double(), V=problem.V.double(),
+                  eps=problem.eps.double())
     disc = p64.discrepancy(U64)
     viol = p64.violation(U64)
+    hinge = p64.hinge_residual(U64) if p64.hinge else torch.zeros_like(disc)
     tol = settings.feasibility_tol
     if status == SOLVED and not _within(p64, U64, disc, tol):
         status = MAX_ITERATIONS
@@ -139,12 +145,17 @@ def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerRe
         weight=weight, bias=b, status=status, iterations=iterations,
         discrepancy=float(disc.norm()), epsilon=float(epsilon), max_violation=float(viol.max()),
         tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
-        per_neuron_discrepancy=disc.float())
+        per_neuron_discrepancy=disc.float(), hinge_residual=float(hinge.norm()))
 
 
 def _within(p64: LayerProblem, U64, disc, tol) -> bool:
     """The documented check: discrepancy <= eps (1 + tol) and ||violations||_F <= tol eps."""
     floor = 1e-6 * float(p64.Y.norm()) + 1e-12
+    if p64.hinge:
+        disc = p64.constrained(U64)
+        if p64.per_neuron:
+            return bool((disc <= p64.eps * (1 + tol) + floor).all())
+        return float(disc.norm()) <= float(p64.eps) * (1 + tol) + floor
     if p64.relu:
         excess = (p64.A @ U64 - p64.V).masked_fill(p64.active, 0).clamp_min(0)
         vnorm = excess.norm(dim=0)

@@ -10,6 +10,18 @@ M x P quantity of the paper is stored transposed, P x M.
                (U^T X)_{Omega^c} <= V_{Omega^c}
 
 Without ReLU (the logits layer) ``Omega`` is every entry and there are no inequalities.
+
+The hinge program (``hinge=True``) charges the inactive entries' excess to the same budget
+instead of forbidding it:
+
+    minimize   ||U||_1
+    subject to ||(U^T X - Y)_Omega||_F^2 + ||(U^T X - V)_{Omega^c, +}||_F^2 <= eps^2
+
+Its feasible set contains the exact program's, and with V = 0 Proposition 1 still holds:
+on Omega (y > 0) |relu(z) - y| <= |z - y|, off Omega relu(z) = (z - 0)_+, so
+||relu(U^T X) - Y||_F^2 is at most the left-hand side. It is the tightest convex bound of the
+ReLU response error that keeps Omega's equality part; the exact program spends weights keeping
+every inactive entry at or below zero, which at high sparsity is what limits it.
 """
 from __future__ import annotations
 
@@ -29,6 +41,8 @@ class LayerProblem:
         eps: (M,) per-neuron radii when ``per_neuron``, else a 1-element tensor (the layer ball).
         relu: whether the layer ends in a ReLU (active set + inequalities) or not.
         bias: whether the last column of ``A`` is the ones column.
+        per_neuron: one ball per neuron (independent problems) instead of one per layer.
+        hinge: the hinge program (see the module docstring) instead of the exact one.
     """
 
     A: torch.Tensor
@@ -38,6 +52,7 @@ class LayerProblem:
     relu: bool
     bias: bool
     per_neuron: bool
+    hinge: bool = False
 
     @property
     def active(self) -> torch.Tensor:
@@ -65,6 +80,20 @@ class LayerProblem:
             return torch.zeros(self.n_outputs, dtype=U.dtype, device=U.device)
         excess = (self.A @ U - self.V).masked_fill(self.active, 0.0)
         return excess.clamp_min(0).amax(dim=0)
+
+    def hinge_residual(self, U: torch.Tensor) -> torch.Tensor:
+        """||(U^T X - V)_{Omega^c, +}|| per neuron (M,): the inactive part of the hinge ball."""
+        if not self.relu:
+            return torch.zeros(self.n_outputs, dtype=U.dtype, device=U.device)
+        return (self.A @ U - self.V).masked_fill(self.active, 0.0).clamp_min(0).norm(dim=0)
+
+    def constrained(self, U: torch.Tensor) -> torch.Tensor:
+        """Per neuron (M,), the quantity the ball bounds: the discrepancy, or with ``hinge``
+        sqrt(discrepancy^2 + hinge residual^2)."""
+        disc = self.discrepancy(U)
+        if not self.hinge:
+            return disc
+        return torch.sqrt(disc.square() + self.hinge_residual(U).square())
 
     def ball_excess(self, disc: torch.Tensor) -> torch.Tensor:
         """How far the discrepancy lies outside the ball(s): per neuron, or the layer total."""

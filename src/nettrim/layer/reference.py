@@ -12,8 +12,9 @@ from .problem import LayerProblem, append_ones, split_budget
 
 
 def solve_reference(X, Y, epsilon, *, V=None, relu=True, bias=True, per_neuron=False,
-                    solver: str = "CLARABEL") -> np.ndarray:
-    """Exact optimum U (N', M) of the Net-Trim program with the same conventions as trim_layer."""
+                    hinge=False, solver: str = "CLARABEL") -> np.ndarray:
+    """Exact optimum U (N', M) of the Net-Trim program (or with ``hinge`` the hinge program)
+    with the same conventions as trim_layer."""
     import cvxpy as cp
 
     A = (append_ones(X.double()) if bias else X.double()).cpu().numpy()
@@ -28,11 +29,15 @@ def solve_reference(X, Y, epsilon, *, V=None, relu=True, bias=True, per_neuron=F
     for m in range(Yn.shape[1]):
         on, off = np.flatnonzero(mask[:, m]), np.flatnonzero(~mask[:, m])
         r = AU[on, m] - Yn[on, m]
+        if hinge and relu and off.size:  # t >= (u^T x - v)_+ keeps the norm DCP
+            t = cp.Variable(off.size, nonneg=True)
+            cons.append(t >= AU[off, m] - Vn[off, m])
+            r = cp.hstack([r, t])
         if per_neuron:
             cons.append(cp.norm(r, 2) <= eps[m])
         else:
             resid.append(r)
-        if relu and off.size:
+        if relu and off.size and not hinge:
             cons.append(AU[off, m] <= Vn[off, m])
     if not per_neuron:
         cons.append(cp.norm(cp.hstack(resid), 2) <= float(epsilon))

@@ -28,6 +28,9 @@ class LayerResult:
         seconds: wall time of the solve.
         nnz: non-zeros of weight and bias together.
         per_neuron_discrepancy: (M,) the same measure per neuron.
+        hinge_residual: ||(U^T X - V)_{Omega^c,+}||_F for the hinge program (0 otherwise); there
+            sqrt(discrepancy^2 + hinge_residual^2) is what ``epsilon`` bounds, and
+            ``max_violation`` may be positive by design.
     """
 
     weight: torch.Tensor
@@ -41,6 +44,7 @@ class LayerResult:
     seconds: float
     nnz: int
     per_neuron_discrepancy: torch.Tensor = field(repr=False)
+    hinge_residual: float = 0.0
     info: dict = field(default_factory=dict)
 
     @property

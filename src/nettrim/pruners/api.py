@@ -33,6 +33,7 @@ def prune(
     polish: bool = False,
     layer_epsilon: dict[str, float] | None = None,
     relax_slack: bool = False,
+    hinge: bool = False,
     settings: ADMMSettings | None = None,
     layers: list[str] | None = None,
     batch_size: int = 1024,
@@ -68,6 +69,9 @@ def prune(
             the first layer; a floor eps_l >= layer_epsilon[l] ||Y_l||_F for later cascade
             layers (the reported bound then uses the measured cascade recursion).
         relax_slack: cascade V = relu(W^T Xhat) (a larger feasible set, same Theorem 2).
+        hinge: solve the hinge program on ReLU layers: the inactive entries' excess over V
+            shares the eps ball instead of being forbidden (sparser at the same eps;
+            Proposition 1 still holds, see ``nettrim.layer.problem``).
         settings: ADMM settings. layers: names of the layers to prune (default all).
         method_options: passed to the baseline (e.g. greedy=False for lobs, options={} for dc).
         cleanup: remove dead units between consecutive Linear layers (exact, see ``cleanup``).
@@ -85,11 +89,11 @@ def prune(
         layer_method = NetTrimMethod(mode=mode, epsilon=epsilon, gamma=gamma, kappa=kappa,
                                      per_neuron=per_neuron, reweight=reweight, polish=polish,
                                      layer_epsilon=layer_epsilon, relax_slack=relax_slack,
-                                     settings=settings)
+                                     hinge=hinge, settings=settings)
     elif method == "nettrim":
         try:
             layer_method = NetTrimAtSparsity(**target, settings=settings, per_neuron=per_neuron,
-                                             reweight=reweight, **method_options)
+                                             reweight=reweight, hinge=hinge, **method_options)
         except TypeError as exc:
             raise NettrimError(f"bad option for method 'nettrim' at a sparsity: {exc}") from None
     else:
@@ -102,7 +106,7 @@ def prune(
                   per_neuron=per_neuron,
                   reweight=reweight, polish=polish, samples=int(inputs.shape[0]),
                   capture=dict(capture or {}), layer_epsilon=dict(layer_epsilon or {}),
-                  relax_slack=relax_slack,
+                  relax_slack=relax_slack, hinge=hinge,
                   feasibility_tol=settings.feasibility_tol,
                   admm={k: str(v) if isinstance(v, torch.dtype) else v
                         for k, v in asdict(settings).items()})

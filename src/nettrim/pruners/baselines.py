@@ -99,6 +99,7 @@ class NetTrimAtSparsity(_Target):
     relax_slack: bool = True
     polish: bool = True
     reweight: int = 0
+    hinge: bool = False
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
         k = self.keep(job)
@@ -111,7 +112,7 @@ class NetTrimAtSparsity(_Target):
         while solves < self.max_solves:
             res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu, bias=job.bias is not None,
                              per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
-                             polish=self.polish, reweight=self.reweight)
+                             polish=self.polish, reweight=self.reweight, hinge=self.hinge)
             solves += 1
             warm = (res.weight, res.bias)
             if res.nnz <= k and res.status != INFEASIBLE:  # an infeasible eps is too small
@@ -128,6 +129,7 @@ class NetTrimAtSparsity(_Target):
             w, b = threshold_layer(w, b, k)
         return LayerOutcome(w, b, status=res.status, iterations=res.iterations, epsilon=g * norm,
                             info={"relative_epsilon": g, "thresholded": thresholded,
+                                  "hinge": self.hinge and job.spec.relu,
                                   "solver_nnz": nnz, "solves": solves})
 
 

@@ -17,6 +17,12 @@ original's on the same inputs, with e_0 = 0 (same network input). ReLU is 1-Lips
   e_l^2 <= eps_l^2 - gap_l^2 + ||W_l||_2^2 e_(l-1)^2, for ANY eps_l (a per-layer floor, kappa);
   with eps_l^2 = gamma gap_l^2 it is never looser than Theorem 2.
 
+* cascade, hinge program (``hinge=True``): off Omega relu(u) <= relu(v) + (u - v)_+, so with
+  d_l, h_l the two parts of the hinge ball (d_l^2 + h_l^2 <= eps_l^2) and r_l =
+  ||relu(W_l^T Xhat)_{Omega^c}||, e_l^2 <= d_l^2 + (r_l + h_l)^2 <= (eps_l + r_l)^2, i.e.
+  e_l <= eps_l + sqrt(||W_l||_2^2 e_(l-1)^2 - gap_l^2). The first layer (V = 0) keeps
+  Proposition 1, e_1 <= eps_1.
+
 The bias row of U multiplies the ones row, identical in X and Xhat, so only the weight
 matrix's spectral norm enters.
 """
@@ -48,11 +54,17 @@ def cascade_bound(eps1: float, gamma: float, later_norms: list[float], kappa: fl
     return e * (kappa if later_norms else 1.0)
 
 
-def cascade_bound_measured(eps: list[float], gaps: list[float], later_norms: list[float]) -> float:
-    """e_L from e_1 = eps_1, e_l^2 <= eps_l^2 - gap_l^2 + ||W_l||_2^2 e_(l-1)^2 (l >= 2)."""
+def cascade_bound_measured(eps: list[float], gaps: list[float], later_norms: list[float],
+                           hinge: list[bool] | None = None) -> float:
+    """e_L from e_1 = eps_1, e_l^2 <= eps_l^2 - gap_l^2 + ||W_l||_2^2 e_(l-1)^2 (l >= 2); a layer
+    solved by the hinge program uses e_l <= eps_l + sqrt(||W_l||_2^2 e_(l-1)^2 - gap_l^2)."""
+    hinge = hinge or [False] * len(eps)
     e = eps[0]
-    for eps_l, gap_l, norm_l in zip(eps[1:], gaps[1:], later_norms):
-        e = math.sqrt(max(eps_l ** 2 - gap_l ** 2 + (norm_l * e) ** 2, 0.0))
+    for eps_l, gap_l, norm_l, soft in zip(eps[1:], gaps[1:], later_norms, hinge[1:]):
+        if soft:
+            e = eps_l + math.sqrt(max((norm_l * e) ** 2 - gap_l ** 2, 0.0))
+        else:
+            e = math.sqrt(max(eps_l ** 2 - gap_l ** 2 + (norm_l * e) ** 2, 0.0))
     return e
 
 

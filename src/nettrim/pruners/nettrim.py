@@ -13,6 +13,10 @@
 * ``relax_slack``: cascade V = relu(W_l^T Xhat) instead of W_l^T Xhat. A larger feasible set
   (the original W_l is still feasible), and Theorem 2 still holds: off Omega,
   relu(U^T Xhat) <= relu(V) = relu(W_l^T Xhat) is all its proof uses.
+* ``hinge``: every ReLU layer solves the hinge program (``nettrim.layer.problem``): the
+  inactive entries' excess over V shares the eps ball instead of being forbidden. Sparser at
+  the same eps; Proposition 1 holds as before for parallel and the first layer, and later
+  cascade layers follow the hinge recursion of ``bounds.cascade_bound_measured``.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class NetTrimMethod:
     polish: bool = False
     layer_epsilon: dict[str, float] | None = None
     relax_slack: bool = False
+    hinge: bool = False
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
 
@@ -65,7 +70,8 @@ class NetTrimMethod:
         warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
         res = trim_layer(job.X, job.Y, eps, V=V, relu=job.spec.relu, bias=job.bias is not None,
                          per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
-                         reweight=self.reweight, polish=self.polish, progress=self.progress)
+                         reweight=self.reweight, polish=self.polish, hinge=self.hinge,
+                         progress=self.progress)
         if res.status == INFEASIBLE:
             need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
             raise NettrimError(
@@ -73,6 +79,7 @@ class NetTrimMethod:
                 f"least-squares fit misses by {res.discrepancy:.4g}; raise kappa to at least "
                 f"{need:.3f} (or epsilon)")
         info = {"gap": gap, "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
+                "hinge": self.hinge and job.spec.relu, "hinge_residual": res.hinge_residual,
                 "tolerance": res.tolerance, "solver_seconds": res.seconds}
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
                             status=res.status, iterations=res.iterations, epsilon=eps, info=info)

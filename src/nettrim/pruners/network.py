@@ -153,9 +153,10 @@ def _bound(mode: str, reports: list[LayerReport], original: nn.Module, pruned: n
     eps = [r.epsilon * (1 + 2 * tol) for r in reports]
     if mode == "cascade":
         norms = [spectral_norm(original.get_submodule(r.name).weight) for r in reports]
-        if settings.get("layer_epsilon"):  # floors: the tolerances are not gamma gap_l^2
+        hinge = [bool(r.info.get("hinge", False)) for r in reports]
+        if settings.get("layer_epsilon") or any(hinge):  # tolerances not gamma gap_l^2, or hinge
             gaps = [float(r.info.get("gap", 0.0)) for r in reports]
-            return cascade_bound_measured(eps, gaps, norms[1:])
+            return cascade_bound_measured(eps, gaps, norms[1:], hinge)
         return cascade_bound(eps[0], float(settings.get("gamma", 1.0)), norms[1:],
                              float(settings.get("kappa", 1.0)))
     norms = [spectral_norm(pruned.get_submodule(r.name).weight) for r in reports]
