@@ -83,7 +83,7 @@ def lenet5_checkpoint(tmp_path_factory):
 def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     """LeNet-5 through the CLI: conv and FC layers pruned, kernel shapes and row budget reported."""
     rc = main(["--no-progress", "prune", str(lenet5_checkpoint), "--samples", "200", "--epsilon", "0.1",
-               "--max-rows", "1500", "--layer-epsilon", "3=0.1", "--out", str(tmp_path)])
+               "--max-rows", "1500", "--layer-epsilon", "3=0.1", "--hinge", "--out", str(tmp_path)])
     assert rc == 0
     report = json.loads((tmp_path / "lenet5-nettrim-cascade.json").read_text())["report"]
     layers = report["layers"]
@@ -92,5 +92,7 @@ def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     assert [la["samples"] for la in layers[:2]] == [1500, 1500]
     assert all(la["nnz_after"] < la["nnz_before"] for la in layers)
     assert report["settings"]["capture"] == {"max_rows": 1500}
+    assert report["settings"]["hinge"] is True
+    assert [la["info"]["hinge"] for la in layers] == [True, True, True, True, False]
     assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "fashion-mnist"]) == 0
     assert "lenet5, test accuracy" in capsys.readouterr().out

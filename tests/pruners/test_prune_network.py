@@ -165,3 +165,32 @@ def test_batchnorm_after_conv_is_folded_and_said():
     assert res.report.settings["folded_batchnorm"] == [["0", "1"]]
     assert isinstance(res.model[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)
     assert [r.status for r in res.report.layers] == ["solved", "solved"]
+
+
+@pytest.mark.parametrize("mode", ["cascade", "parallel"])
+def test_hinge_program_is_sparser_and_its_bounds_hold(mode):
+    """Hinge layers spend part of the ball on inactive entries (hinge residual > 0), prune
+    more, and the bound holds after every layer, not only at the output."""
+    from nettrim.pruners.bounds import cascade_bound_measured, parallel_bound, spectral_norm
+
+    net, X = small_net(5), data(5)
+    floors = {"2": 0.2, "4": 0.2}
+    settings = ADMMSettings(dtype=torch.float64, max_iterations=10000)
+    kw = dict(mode=mode, epsilon=0.2, layer_epsilon=floors, settings=settings, progress=False)
+    exact = prune(net, X, **kw).report
+    res = prune(net, X, hinge=True, **kw)
+    rep = res.report
+    assert [r.status for r in rep.layers] == ["solved"] * 3
+    assert rep.settings["hinge"] is True and rep.nnz_after < exact.nnz_after
+    assert any(r.info["hinge_residual"] > 0 for r in rep.layers[:2])
+    eps = [r.epsilon * (1 + 2 * settings.feasibility_tol) for r in rep.layers]
+    for l in range(1, 4):
+        if mode == "cascade":
+            norms = [spectral_norm(net.get_submodule(r.name).weight) for r in rep.layers[1:l]]
+            bound = cascade_bound_measured(eps[:l], [r.info["gap"] for r in rep.layers[:l]], norms,
+                                           [r.info["hinge"] for r in rep.layers[:l]])
+        else:
+            norms = [spectral_norm(res.model.get_submodule(r.name).weight) for r in rep.layers[:l]]
+            bound = parallel_bound(eps[:l], norms)
+        assert rep.layers[l - 1].response_error <= bound
+    assert rep.output_error <= rep.bound

@@ -26,6 +26,8 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reweight", type=int, default=0, help="rounds of reweighted l1")
     p.add_argument("--polish", action="store_true", help="debias every layer on its support (stays feasible)")
     p.add_argument("--relax-slack", action="store_true", help="cascade V = relu(W^T Xhat)")
+    p.add_argument("--hinge", action="store_true",
+                   help="hinge program: inactive entries' excess shares the eps ball (sparser)")
     p.add_argument("--layer-epsilon", default=None, metavar="NAME=EPS,...",
                    help="relative eps per layer (a floor for later cascade layers), e.g. 3=0.2,6=0.15")
     p.add_argument("--max-rows", type=int, default=None,
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, progress=progress,
             method="nettrim", mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
             kappa=args.kappa, per_neuron=args.per_neuron, reweight=args.reweight,
-            polish=args.polish, relax_slack=args.relax_slack,
+            polish=args.polish, relax_slack=args.relax_slack, hinge=args.hinge,
             layer_epsilon=_parse_layer_eps(args.layer_epsilon),
             capture=None if args.max_rows is None else {"max_rows": args.max_rows})
         wf.print_summary(out["summary"], out["result"])
