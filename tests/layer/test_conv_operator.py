@@ -143,3 +143,19 @@ def test_validation_messages():
         trim_conv_layer(x, torch.relu(z), 0.1, dict(groups=2), tuple(conv.weight.shape))
     with pytest.raises(NettrimError, match="w3_step"):
         trim_conv_layer(x, torch.relu(z), 0.1, {}, tuple(conv.weight.shape), w3_step="lu")
+
+
+def test_hinge_program_same_optimum_in_both_forms():
+    conv, x, z = _layer(2, 4, 3, 8, 6, seed=3, padding=1)
+    Y = torch.relu(z)
+    X, Z = _patches(conv, x, z)
+    eps = 0.2 * float(Y.norm())
+    patch = trim_layer(X, torch.relu(Z), eps, hinge=True, settings=TIGHT)
+    oper = trim_conv_layer(x, Y, eps, dict(padding=1), tuple(conv.weight.shape), hinge=True,
+                           settings=TIGHT)
+    exact = trim_conv_layer(x, Y, eps, dict(padding=1), tuple(conv.weight.shape), settings=TIGHT)
+    assert patch.status == "solved" and oper.status == "solved"
+    assert oper.hinge_residual > 0
+    assert (oper.discrepancy ** 2 + oper.hinge_residual ** 2) ** 0.5 <= eps * (1 + TIGHT.feasibility_tol)
+    assert abs(_l1(patch) - _l1(oper)) <= 1e-2 * _l1(patch)
+    assert _l1(oper) < _l1(exact)

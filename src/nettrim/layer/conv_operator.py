@@ -247,6 +247,7 @@ def trim_conv_layer(
     relu: bool = True,
     bias: bool = True,
     per_neuron: bool = False,
+    hinge: bool = False,
     settings: ADMMSettings | None = None,
     w3_step: str = "auto",
     cg_steps: int = 10,
@@ -267,7 +268,8 @@ def trim_conv_layer(
             or padding "same"/"valid"); groups must be 1.
         kernel_shape: (M, C_in, kh, kw), the layer's weight shape.
         V: (B, M, H_out, W_out) slack on the inactive entries; None means zeros.
-        relu, bias, per_neuron, settings, progress: as ``trim_layer``.
+        relu, bias, per_neuron, hinge, settings, progress: as ``trim_layer`` (``hinge``: the
+            inactive entries' excess over V shares the ball, ``nettrim.layer.problem``).
         w3_step: "gram" (exact solve with the N' x N' Gram matrix, formed once in one pass
             over the patches), "cg" (warm-started conjugate gradient, at most ``cg_steps`` per
             iteration, stopping early at relative residual ``cg_tol``), or "auto" (default:
@@ -320,16 +322,17 @@ def trim_conv_layer(
             K.diagonal().add_(1.0)
             Kinv = torch.cholesky_inverse(torch.linalg.cholesky(K)).to(dt)
         del K
+    hinge = hinge and relu
     out, cg_total = _admm(op, Yr / c, Vr / c, mask, eps_abs / c, per_neuron, settings, Kinv,
-                          cg_steps, cg_tol, init_cg_steps, warm_start, bias, progress)
+                          cg_steps, cg_tol, init_cg_steps, warm_start, bias, progress, hinge)
     status = SOLVED if bool(out[2].all()) else MAX_ITERATIONS
     info = dict(w3_step=w3_step, cg_steps_total=cg_total)
     return _result(images, Y, V, out[0], status, int(out[1].max()), epsilon, eps_abs, kernel_shape,
-                   geom, relu, bias, per_neuron, settings, start, op, info)
+                   geom, relu, bias, per_neuron, settings, start, op, info, hinge)
 
 
 def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, cg_steps, cg_tol,
-          init_cg_steps, warm_start, bias, progress):
+          init_cg_steps, warm_start, bias, progress, hinge=False):
     """The matrix ADMM of ``admm.solve_admm`` with A, A* as convolutions (see module doc)."""
     dt = settings.dtype
     N, M = op.n_inputs, Y.shape[1]
@@ -361,7 +364,7 @@ def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, 
     adapt_until = int(getattr(settings, "adapt_iterations", settings.max_iterations))
     for it in range(1, settings.max_iterations + 1):
         Z = AW3 - U1
-        W1 = _project(Z, Yc, Vc, mc, ec, per)
+        W1 = _project(Z, Yc, Vc, mc, ec, per, hinge)
         W2 = soft_threshold(W3 - U2, wc / rho)
         W3_old, AW3_old = W3, AW3
         if alpha != 1.0:  # over-relaxation, as in admm.solve_admm
@@ -392,7 +395,8 @@ def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, 
         small = (r <= tol_p) & (s <= tol_d)
         if not per:
             small = small.all().expand_as(small)
-        ok = small & _feasible(op.forward(W2), W2, Yc, Vc, mc, ec, per, settings.feasibility_tol)
+        ok = small & _feasible(op.forward(W2), W2, Yc, Vc, mc, ec, per, settings.feasibility_tol,
+                               hinge)
         iters[cols] = it
         if settings.adaptive_rho and it <= adapt_until:
             rho, U1, U2 = _balance(rho, U1, U2, r, s, per)
@@ -424,7 +428,7 @@ def _least_squares_if_infeasible(op, K, Yr, eps_scaled, per_neuron, c):
 
 
 def _result(images, Y, V, U, status, iterations, epsilon, eps_abs, kernel_shape, geom, relu, bias,
-            per_neuron, settings, start, op, info) -> LayerResult:
+            per_neuron, settings, start, op, info, hinge=False) -> LayerResult:
     """Measure U in float64 over every position (unscaled) and package it."""
     M = int(kernel_shape[0])
     op64 = ConvOperator(geom.prepare(images.double()), kernel_shape, geom, bias, 1.0, torch.float64)
@@ -444,10 +448,14 @@ def _result(images, Y, V, U, status, iterations, epsilon, eps_abs, kernel_shape,
     eps64 = eps_abs.double()
     floor = 1e-6 * float(Y64.norm()) + 1e-12
     vnorm = excess.norm(dim=0)
-    if per_neuron:
-        ok = bool(((disc <= eps64 * (1 + tol) + floor) & (vnorm <= tol * eps64 + floor)).all())
+    if hinge:  # one ball for both parts: the violations are charged to it, not bounded apart
+        disc_all, vnorm = (disc.square() + vnorm.square()).sqrt(), torch.zeros_like(vnorm)
     else:
-        ok = (float(disc.norm()) <= float(eps64) * (1 + tol) + floor
+        disc_all = disc
+    if per_neuron:
+        ok = bool(((disc_all <= eps64 * (1 + tol) + floor) & (vnorm <= tol * eps64 + floor)).all())
+    else:
+        ok = (float(disc_all.norm()) <= float(eps64) * (1 + tol) + floor
               and float(vnorm.norm()) <= tol * float(eps64) + floor)
     if status == SOLVED and not ok:
         status = MAX_ITERATIONS
@@ -461,7 +469,8 @@ def _result(images, Y, V, U, status, iterations, epsilon, eps_abs, kernel_shape,
         discrepancy=float(disc.norm()), epsilon=float(epsilon),
         max_violation=float(excess.max()) if excess.numel() else 0.0,
         tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
-        per_neuron_discrepancy=disc.float(), info=info)
+        per_neuron_discrepancy=disc.float(), info=info,
+        hinge_residual=float(excess.norm()) if hinge else 0.0)
 
 
 def _validate(images, Y, V, epsilon, relu, kernel_shape, w3_step) -> None:
