@@ -94,5 +94,5 @@ def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     assert report["settings"]["capture"] == {"max_rows": 1500}
     assert report["settings"]["hinge"] is True
     assert [la["info"]["hinge"] for la in layers] == [True, True, True, True, False]
-    assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "fashion-mnist"]) == 0
+    assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "mnist"]) == 0
     assert "lenet5, test accuracy" in capsys.readouterr().out

@@ -30,7 +30,7 @@ def inputs(seed=0, P=400):
 
 @pytest.mark.parametrize("method, options", [
     ("threshold", {}), ("lobs", {}), ("lobs", {"greedy": False}), ("dc", {}),
-    ("nettrim", {"settings": F64}),
+    ("nettrim", {"settings": F64}), ("nettrim", {"settings": F64, "hinge": True}),
 ])
 def test_each_method_reaches_the_requested_sparsity(method, options):
     net, X = teacher_net(), inputs()
@@ -46,6 +46,8 @@ def test_each_method_reaches_the_requested_sparsity(method, options):
             assert r.info["sparsity"] == pytest.approx(1 - r.nnz_after / r.total)
         else:
             assert r.nnz_after == k
+    if method == "nettrim":  # the hinge program applies to ReLU layers only
+        assert [r.info["hinge"] for r in rep.layers] == [bool(options.get("hinge"))] * 2 + [False]
     assert [type(m) for m in res.model] == [type(m) for m in net]
     out = res.model(X)
     assert out.shape == (400, 5) and bool(torch.isfinite(out).all())
@@ -59,12 +61,14 @@ def test_lobs_fits_better_than_thresholding_at_equal_sparsity():
 
 
 def test_nettrim_at_a_sparsity_returns_a_feasible_solve():
-    """The eps search keeps a solve of the program it names: discrepancy within its eps."""
+    """The eps search keeps a solve of the program it names (discrepancy within its eps), or
+    says that it thresholded one; a solve that did not meet its constraints is never kept."""
     settings = ADMMSettings(dtype=torch.float64, max_iterations=10000)
     rep = prune(teacher_net(1), inputs(1), method="nettrim", sparsity=0.6, settings=settings,
                 progress=False, cleanup=False).report
-    for r in rep.layers:
-        assert not r.info["thresholded"] and r.status == "solved"
+    kept = [r for r in rep.layers if not r.info["thresholded"]]
+    assert len(kept) >= 2
+    for r in kept:
         assert r.discrepancy <= r.epsilon * (1 + settings.feasibility_tol)
 
 

@@ -136,7 +136,8 @@ def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerRe
     viol = p64.violation(U64)
     hinge = p64.hinge_residual(U64) if p64.hinge else torch.zeros_like(disc)
     tol = settings.feasibility_tol
-    if status == SOLVED and not _within(p64, U64, disc, tol):
+    within = _within(p64, U64, disc, tol)
+    if status == SOLVED and not within:
         status = MAX_ITERATIONS
     weight = U[:-1].T.contiguous() if problem.bias else U.T.contiguous()
     b = U[-1].clone() if problem.bias else None
@@ -145,7 +146,7 @@ def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerRe
         weight=weight, bias=b, status=status, iterations=iterations,
         discrepancy=float(disc.norm()), epsilon=float(epsilon), max_violation=float(viol.max()),
         tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
-        per_neuron_discrepancy=disc.float(), hinge_residual=float(hinge.norm()))
+        per_neuron_discrepancy=disc.float(), hinge_residual=float(hinge.norm()), within=within)
 
 
 def _within(p64: LayerProblem, U64, disc, tol) -> bool:

@@ -470,7 +470,7 @@ def _result(images, Y, V, U, status, iterations, epsilon, eps_abs, kernel_shape,
         max_violation=float(excess.max()) if excess.numel() else 0.0,
         tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
         per_neuron_discrepancy=disc.float(), info=info,
-        hinge_residual=float(excess.norm()) if hinge else 0.0)
+        hinge_residual=float(excess.norm()) if hinge else 0.0, within=ok)
 
 
 def _validate(images, Y, V, epsilon, relu, kernel_shape, w3_step) -> None:

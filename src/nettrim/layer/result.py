@@ -31,6 +31,8 @@ class LayerResult:
         hinge_residual: ||(U^T X - V)_{Omega^c,+}||_F for the hinge program (0 otherwise); there
             sqrt(discrepancy^2 + hinge_residual^2) is what ``epsilon`` bounds, and
             ``max_violation`` may be positive by design.
+        within: the constraints hold to ``tolerance`` on the returned weights, whether or not
+            ADMM met its stopping rule (``"solved"`` is both).
     """
 
     weight: torch.Tensor
@@ -45,6 +47,7 @@ class LayerResult:
     nnz: int
     per_neuron_discrepancy: torch.Tensor = field(repr=False)
     hinge_residual: float = 0.0
+    within: bool = False
     info: dict = field(default_factory=dict)
 
     @property

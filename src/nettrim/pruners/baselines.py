@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..layer import ADMMSettings, trim_layer
-from ..layer.result import INFEASIBLE
 from .base import LayerJob, LayerOutcome
 from .dc import dc_layer_at_sparsity
 from .lobs import lobs_layer
@@ -87,9 +86,11 @@ class NetTrimAtSparsity(_Target):
     until it has both sides), and stops at the first solve with 0.95 k <= nnz <= k. Each solve
     starts from the previous one's answer. V is the original response on X (parallel: 0 off the
     active set; cascade: relu(W^T X_hat) with ``relax_slack``, else W^T X_hat), so the original
-    weights are always feasible. The answer with at most k non-zeros and the smallest eps is
-    kept; if no solve reaches k, the closest is hard-thresholded to k and the outcome
-    says so (``info["thresholded"]``).
+    weights are always feasible. A solve "fits" when its constraints hold (converged or not)
+    and it has at most k non-zeros; the fitting solve with the smallest eps is kept. If no solve
+    fits, or the solves run out below 0.95 k and thresholding does better (see ``_settle``), the
+    nearest solve above is hard-thresholded to k and the outcome says so
+    (``info["thresholded"]``).
     """
 
     settings: ADMMSettings = ADMMSettings()
@@ -107,40 +108,69 @@ class NetTrimAtSparsity(_Target):
         if job.spec.relu and not job.first:
             V = torch.relu(job.Z) if self.relax_slack else job.Z
         norm = float(job.Y.norm())
-        below, above = None, None  # (g, nnz, result): nnz <= k with the smallest g; nnz > k, largest g
-        g, warm, solves = self.start, None, 0
-        while solves < self.max_solves:
+        tried = []  # (g, nnz, result, fits): fits = constraints hold and nnz <= k
+        g, warm = self.start, None
+        while len(tried) < self.max_solves:
             res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu, bias=job.bias is not None,
                              per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
                              polish=self.polish, reweight=self.reweight, hinge=self.hinge)
-            solves += 1
             warm = (res.weight, res.bias)
-            if res.nnz <= k and res.status != INFEASIBLE:  # an infeasible eps is too small
-                below = (g, res.nnz, res) if below is None or g < below[0] else below
-            else:
-                above = (g, res.nnz, res) if above is None or g > above[0] else above
+            tried.append((g, res.nnz, res, res.within and res.nnz <= k))
+            below, above = _bracket(tried)
             if below is not None and below[1] >= 0.95 * k:
                 break
-            g = _next_eps(below, above, k)
-        thresholded = below is None
-        g, nnz, res = above if thresholded else below
-        w, b = res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight)
-        if thresholded:
-            w, b = threshold_layer(w, b, k)
+            g = _next_eps(below, above, k, bisect=len(tried) >= 2 and tried[-1][3] == tried[-2][3])
+        g, nnz, res, w, b, thresholded = _settle(job, k, *_bracket(tried))
         return LayerOutcome(w, b, status=res.status, iterations=res.iterations, epsilon=g * norm,
                             info={"relative_epsilon": g, "thresholded": thresholded,
                                   "hinge": self.hinge and job.spec.relu,
-                                  "solver_nnz": nnz, "solves": solves})
+                                  "solver_nnz": nnz, "solves": len(tried)})
 
 
-def _next_eps(below, above, k: int) -> float:
-    """Next relative eps: log-log interpolation toward 0.975 k inside the bracket, else a step."""
+def _settle(job: LayerJob, k: int, below, above):
+    """The answer with at most k non-zeros: the fitting solve with the smallest eps, or, when the
+    search ran out short of 0.95 k, the nearest solve above hard-thresholded to k if its layer
+    response ||act(W x + b) - y||_F on the captured samples is closer to Y."""
+    cast = lambda res: (res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight))
+    options = []
+    if below is not None:
+        options.append((below, *cast(below[2]), False))
+    if above is not None and (below is None or below[1] < 0.95 * k):
+        options.append((above, *threshold_layer(*cast(above[2]), k), True))
+    if len(options) > 1:
+        options.sort(key=lambda o: _response_error(job, o[1], o[2]))
+    (g, nnz, res, _), w, b, thresholded = options[0]
+    return g, nnz, res, w, b, thresholded
+
+
+def _response_error(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None) -> float:
+    out = job.X.to(w) @ w.T + (0 if b is None else b)
+    return float(((out.relu() if job.spec.relu else out) - job.Y.to(w)).norm())
+
+
+def _bracket(tried):
+    """The solves either side of the target: ``below`` fits (constraints hold, nnz <= k) with the
+    smallest eps; ``above`` is the largest eps under it that does not (too many non-zeros, or
+    the constraints not met: eps too small to be feasible or too tight to reach)."""
+    fits = [t for t in tried if t[3]]
+    below = min(fits, key=lambda t: t[0]) if fits else None
+    rest = [t for t in tried if not t[3] and (below is None or t[0] < below[0])]
+    above = max(rest, key=lambda t: t[0]) if rest else None
+    return below, above
+
+
+def _next_eps(below, above, k: int, bisect: bool = False) -> float:
+    """Next relative eps: log-log interpolation toward 0.975 k inside the bracket, else a step.
+
+    The count is flat over wide ranges of eps and then falls steeply, so interpolation alone can
+    creep from one end; after two solves on the same side the bracket is halved in log eps
+    instead (the Illinois idea), which bounds the number of solves."""
     if below is None:
         return min(1.0, above[0] * 3)
     if above is None:
         return below[0] / 2
-    (g1, n1, _), (g0, n0, _) = below, above
-    if n1 <= 0:
+    (g1, n1, *_), (g0, n0, *_) = below, above
+    if n1 <= 0 or n0 <= n1 or bisect:
         return math.sqrt(g0 * g1)
     t = (math.log(0.975 * k) - math.log(n0)) / (math.log(n1) - math.log(n0))
     t = min(max(t, 0.15), 0.85)  # stay strictly inside the bracket
