@@ -40,14 +40,20 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def recipe_kwargs(arch: str, dataset: str) -> dict:
+    """The architecture keywords a reference model is trained (and saved) with."""
+    recipe, info = RECIPES.get(arch, Recipe()), DATASETS[dataset]
+    kwargs = {"in_shape": list(info.shape), "n_classes": info.n_classes}
+    if recipe.dropout is not None:
+        kwargs["dropout"] = recipe.dropout
+    return kwargs
+
+
 def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=None, seed=0,
                 progress=True, log=print) -> tuple[torch.nn.Module, dict]:
     """Train a reference model with its recipe and save a plain checkpoint at ``out``."""
     recipe = RECIPES.get(arch, Recipe())
-    info = DATASETS[dataset]
-    kwargs = {"in_shape": list(info.shape), "n_classes": info.n_classes}
-    if recipe.dropout is not None:
-        kwargs["dropout"] = recipe.dropout
+    kwargs = recipe_kwargs(arch, dataset)
     model = build_model(arch, **kwargs)
     x, y = load_dataset(dataset, "train", data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir)
@@ -141,7 +147,7 @@ def load_or_train(path: Path, arch: str, dataset: str, *, progress=True, log=pri
             log(f"cached checkpoint unusable ({exc}); training a new one")
     model, meta = train_model(arch, dataset, path, progress=progress, log=log, epochs=epochs,
                               data_dir=data_dir)
-    return model, {"arch": arch, "arch_kwargs": {}, "meta": meta}
+    return model, {"arch": arch, "arch_kwargs": recipe_kwargs(arch, dataset), "meta": meta}
 
 
 DEMO = dict(arch="lenet-300-100", dataset="mnist", epsilon=0.1, gamma=1.1, reweight=2, samples=2000)
