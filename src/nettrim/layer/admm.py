@@ -138,49 +138,76 @@ def solve_admm(
     N, M = A.shape[1], Y.shape[1]
     W3 = (G.T @ Y) if warm_start is None else warm_start.to(dt)
     wts = torch.ones(N, M, dtype=dt, device=A.device) if l1_weights is None else l1_weights.to(dt)
-    rho0 = settings.rho or 1.0 / float(W3.abs().mean().clamp_min(1e-8))
-    per = problem.per_neuron
-    alpha = settings.relaxation
+    w3_step = lambda W3, AW3, R1, R2: _matrix_w3_step(A, G, Kinv, R1, R2)
+    return run_admm(W3, A @ W3, Y, V, mask, eps, wts, settings, per_neuron=problem.per_neuron,
+                    hinge=problem.hinge, size=(N + A.shape[0]) ** 0.5, forward=lambda W: A @ W,
+                    w3_step=w3_step, progress=progress)
 
-    result = torch.zeros(N, M, dtype=dt, device=A.device)
+
+def _matrix_w3_step(A, G, Kinv, R1, R2):
+    """W3 = (A^T A + I)^(-1) (A^T R1 + R2) with G = A Kinv formed once; returns (W3, A W3)."""
+    W3 = G.T @ R1 + Kinv @ R2
+    return W3, A @ W3
+
+
+W3Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                  tuple[torch.Tensor, torch.Tensor]]
+
+
+def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuron: bool,
+             hinge: bool, size: float, forward: Callable[[torch.Tensor], torch.Tensor],
+             w3_step: W3Step, refresh: Callable | None = None,
+             progress: Progress | None = None) -> ADMMOutput:
+    """The iterations of the module doc, for any linear map A given as ``forward(W) = A W``.
+
+    ``w3_step(W3, AW3, R1, R2)`` returns (W3, A W3) with W3 = (A^T A + I)^(-1) (A^T R1 + R2)
+    (a factored inverse, or conjugate gradient from the current W3); ``refresh(W3, AW3, U1)``,
+    if given, returns (A W3, U1) re-synchronised at each check (an iterative W3 step may keep
+    A W3 by updates). ``size`` is sqrt(N' + P) of the absolute tolerances. All scaled
+    quantities, (N', M) or (P, M); neurons that converge are frozen and dropped.
+    """
+    dt, N, M, dev = W3.dtype, W3.shape[0], Y.shape[1], Y.device
+    rho0 = settings.rho or 1.0 / float(W3.abs().mean().clamp_min(1e-8))
+    alpha = settings.relaxation
+    result = torch.zeros(N, M, dtype=dt, device=dev)
     iters = torch.zeros(M, dtype=torch.long)
     done = torch.zeros(M, dtype=torch.bool)
-    cols = torch.arange(M, device=A.device)  # neurons still iterating
-    rho = torch.full((M,), rho0, dtype=dt, device=A.device)
-    AW3 = A @ W3
+    cols = torch.arange(M, device=dev)  # neurons still iterating
+    rho = torch.full((M,), rho0, dtype=dt, device=dev)
     U1, U2 = torch.zeros_like(AW3), torch.zeros_like(W3)
     Yc, Vc, mc, ec, wc = Y, V, mask, eps, wts
     for it in range(1, settings.max_iterations + 1):
         Z = AW3 - U1
-        W1 = _project(Z, Yc, Vc, mc, ec, per, problem.hinge)
+        W1 = _project(Z, Yc, Vc, mc, ec, per_neuron, hinge)
         W2 = soft_threshold(W3 - U2, wc / rho)
         W3_old, AW3_old = W3, AW3
         if alpha != 1.0:  # over-relaxation: blend the new split variables with the old W3
             H1, H2 = alpha * W1 + (1 - alpha) * AW3_old, alpha * W2 + (1 - alpha) * W3_old
         else:
             H1, H2 = W1, W2
-        W3 = G.T @ (H1 + U1) + Kinv @ (H2 + U2)
-        AW3 = A @ W3
+        W3, AW3 = w3_step(W3, AW3, H1 + U1, H2 + U2)
         U1 += H1 - AW3
         U2 += H2 - W3
         if it % settings.check_every and it != settings.max_iterations:
             continue
+        if refresh is not None:
+            AW3, U1 = refresh(W3, AW3, U1)
         r = ((W1 - AW3).square().sum(0) + (W2 - W3).square().sum(0)).sqrt()
         s = rho * ((AW3 - AW3_old).square().sum(0) + (W3 - W3_old).square().sum(0)).sqrt()
-        tol_p = settings.abs_tol * (N + A.shape[0]) ** 0.5 + settings.rel_tol * torch.maximum(
+        tol_p = settings.abs_tol * size + settings.rel_tol * torch.maximum(
             (W1.square().sum(0) + W2.square().sum(0)).sqrt(),
             (AW3.square().sum(0) + W3.square().sum(0)).sqrt())
-        tol_d = settings.abs_tol * (N + A.shape[0]) ** 0.5 + settings.rel_tol * rho * (
+        tol_d = settings.abs_tol * size + settings.rel_tol * rho * (
             U1.square().sum(0) + U2.square().sum(0)).sqrt()
         small = (r <= tol_p) & (s <= tol_d)
-        if not per:
+        if not per_neuron:
             small = small.all().expand_as(small)
-        ok = small & _feasible(A @ W2, W2, Yc, Vc, mc, ec, per, settings.feasibility_tol,
-                              problem.hinge)
+        ok = small & _feasible(forward(W2), W2, Yc, Vc, mc, ec, per_neuron,
+                               settings.feasibility_tol, hinge)
         iters[cols.cpu()] = it
         if settings.adaptive_rho and it <= settings.adapt_iterations:
-            rho, U1, U2 = _balance(rho, U1, U2, r, s, per)
-        if ok.any() and (per or ok.all()):
+            rho, U1, U2 = _balance(rho, U1, U2, r, s, per_neuron)
+        if ok.any() and (per_neuron or ok.all()):
             result[:, cols[ok]] = W2[:, ok]
             done[cols[ok].cpu()] = True
             keep = ~ok

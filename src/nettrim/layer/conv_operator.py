@@ -46,7 +46,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import require
-from .admm import ADMMSettings, Progress, _balance, _feasible, _project, soft_threshold
+from .admm import ADMMSettings, Progress, run_admm
 from .api import validate_targets
 from .problem import split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
@@ -333,7 +333,7 @@ def trim_conv_layer(
 
 def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, cg_steps, cg_tol,
           init_cg_steps, warm_start, bias, progress, hinge=False):
-    """The matrix ADMM of ``admm.solve_admm`` with A, A* as convolutions (see module doc)."""
+    """``admm.run_admm`` with A, A* as convolutions and a Gram or CG W3 step (module doc)."""
     dt = settings.dtype
     N, M = op.n_inputs, Y.shape[1]
     cg_total = 0
@@ -351,69 +351,29 @@ def _admm(op: ConvOperator, Y, V, mask, eps, per, settings: ADMMSettings, Kinv, 
         W3, AW3, taken = _cg(op, zero, torch.zeros_like(Y), Y, zero, init_cg_steps, 1e-6)
         cg_total += taken
     wts = torch.ones(N, M, dtype=dt)
-    rho0 = settings.rho or 1.0 / float(W3.abs().mean().clamp_min(1e-8))
-    result = torch.zeros(N, M, dtype=dt)
-    iters = torch.zeros(M, dtype=torch.long)
-    done = torch.zeros(M, dtype=torch.bool)
-    cols = torch.arange(M)
-    rho = torch.full((M,), rho0, dtype=dt)
-    U1, U2 = torch.zeros_like(AW3), torch.zeros_like(W3)
-    Yc, Vc, mc, ec, wc = Y, V, mask, eps, wts
-    size = (N + op.P) ** 0.5
-    alpha = float(getattr(settings, "relaxation", 1.0))
-    adapt_until = int(getattr(settings, "adapt_iterations", settings.max_iterations))
-    for it in range(1, settings.max_iterations + 1):
-        Z = AW3 - U1
-        W1 = _project(Z, Yc, Vc, mc, ec, per, hinge)
-        W2 = soft_threshold(W3 - U2, wc / rho)
-        W3_old, AW3_old = W3, AW3
-        if alpha != 1.0:  # over-relaxation, as in admm.solve_admm
-            H1, H2 = alpha * W1 + (1 - alpha) * AW3_old, alpha * W2 + (1 - alpha) * W3_old
-        else:
-            H1, H2 = W1, W2
-        if Kinv is not None:
-            W3 = Kinv @ (op.adjoint(H1 + U1) + H2 + U2)
-            AW3 = op.forward(W3)
-        else:
-            W3, AW3, taken = _cg(op, W3, AW3, H1 + U1, H2 + U2, cg_steps, cg_tol)
+    if Kinv is not None:
+        w3_step = lambda W3, AW3, R1, R2: _gram_w3_step(op, Kinv, R1, R2)
+        refresh = None
+    else:
+        def w3_step(W3, AW3, R1, R2):
+            nonlocal cg_total
+            W3, AW3, taken = _cg(op, W3, AW3, R1, R2, cg_steps, cg_tol)
             cg_total += taken
-        U1 += H1 - AW3
-        U2 += H2 - W3
-        if it % settings.check_every and it != settings.max_iterations:
-            continue
-        if Kinv is None:  # the CG keeps A W3 by updates: refresh it against drift
+            return W3, AW3
+
+        def refresh(W3, AW3, U1):  # the CG keeps A W3 by updates: re-sync it against drift
             fresh = op.forward(W3)
-            U1 += AW3 - fresh
-            AW3 = fresh
-        r = ((W1 - AW3).square().sum(0) + (W2 - W3).square().sum(0)).sqrt()
-        s = rho * ((AW3 - AW3_old).square().sum(0) + (W3 - W3_old).square().sum(0)).sqrt()
-        tol_p = settings.abs_tol * size + settings.rel_tol * torch.maximum(
-            (W1.square().sum(0) + W2.square().sum(0)).sqrt(),
-            (AW3.square().sum(0) + W3.square().sum(0)).sqrt())
-        tol_d = settings.abs_tol * size + settings.rel_tol * rho * (
-            U1.square().sum(0) + U2.square().sum(0)).sqrt()
-        small = (r <= tol_p) & (s <= tol_d)
-        if not per:
-            small = small.all().expand_as(small)
-        ok = small & _feasible(op.forward(W2), W2, Yc, Vc, mc, ec, per, settings.feasibility_tol,
-                               hinge)
-        iters[cols] = it
-        if settings.adaptive_rho and it <= adapt_until:
-            rho, U1, U2 = _balance(rho, U1, U2, r, s, per)
-        if ok.any() and (per or ok.all()):
-            result[:, cols[ok]] = W2[:, ok]
-            done[cols[ok]] = True
-            keep = ~ok
-            cols = cols[keep]
-            if cols.numel() == 0:
-                break
-            W3, AW3, U1, U2, rho = W3[:, keep], AW3[:, keep], U1[:, keep], U2[:, keep], rho[keep]
-            Yc, Vc, mc, ec, wc = Yc[:, keep], Vc[:, keep], mc[:, keep], ec[keep], wc[:, keep]
-        if progress is not None:
-            progress(it, int(done.sum()), M)
-    if cols.numel():
-        result[:, cols] = soft_threshold(W3 - U2, wc / rho)
-    return (result, iters, done), cg_total
+            return fresh, U1 + (AW3 - fresh)
+    out = run_admm(W3, AW3, Y, V, mask, eps, wts, settings, per_neuron=per, hinge=hinge,
+                   size=(N + op.P) ** 0.5, forward=op.forward, w3_step=w3_step, refresh=refresh,
+                   progress=progress)
+    return (out.U, out.iterations, out.converged), cg_total
+
+
+def _gram_w3_step(op: ConvOperator, Kinv, R1, R2):
+    """W3 = (A^T A + I)^(-1) (A^* R1 + R2) with the factored Gram; returns (W3, A W3)."""
+    W3 = Kinv @ (op.adjoint(R1) + R2)
+    return W3, op.forward(W3)
 
 
 def _least_squares_if_infeasible(op, K, Yr, eps_scaled, per_neuron, c):
