@@ -96,3 +96,26 @@ def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     assert [la["info"]["hinge"] for la in layers] == [True, True, True, True, False]
     assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "mnist"]) == 0
     assert "lenet5, test accuracy" in capsys.readouterr().out
+
+
+def test_compare_quick_grid_writes_every_cell_and_the_plots(checkpoint, tmp_path, capsys):
+    """`nettrim compare --quick`: every (method, sparsity) cell in the JSON with its achieved
+    sparsity and timings; thresholding exact, Net-Trim at or below its count and saying how."""
+    rc = main(["--no-progress", "compare", "--checkpoint", str(checkpoint), "--quick",
+               "--methods", "threshold,lobs,nettrim", "--hidden-only", "--retrain-epochs", "0",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png")
+    result = json.loads((tmp_path / "compare.json").read_text())
+    cells = {(c["method"], c["target_sparsity"]): c for c in result["cells"]}
+    assert set(cells) == {(m, s) for m in ("threshold", "lobs", "nettrim") for s in (0.5, 0.9)}
+    for (method, s), c in cells.items():
+        assert c["prune_seconds"] >= 0 and c["total_seconds"] >= c["prune_seconds"]
+        assert set(c["layer_kept"]) == {"1", "3"}  # the logits layer left dense
+        if method == "nettrim":
+            assert c["achieved_sparsity"] >= s - 0.01
+            assert all("thresholded" in info for info in c["layer_info"].values())
+        else:
+            assert c["achieved_sparsity"] == pytest.approx(s, abs=0.01)
+    assert cells[("lobs", 0.9)]["accuracy"] > cells[("threshold", 0.9)]["accuracy"]
+    assert "nettrim" in capsys.readouterr().out
