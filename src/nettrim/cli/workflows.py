@@ -54,6 +54,7 @@ def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=Non
     """Train a reference model with its recipe and save a plain checkpoint at ``out``."""
     recipe = RECIPES.get(arch, Recipe())
     kwargs = recipe_kwargs(arch, dataset)
+    torch.manual_seed(seed)  # the initial weights too: the same seed gives the same model
     model = build_model(arch, **kwargs)
     x, y = load_dataset(dataset, "train", data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir)
