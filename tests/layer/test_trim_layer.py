@@ -177,3 +177,22 @@ def test_hinge_program_keeps_proposition_1_and_is_sparser(polish):
         assert float((out - Y).norm()) <= eps * (1 + 2 * soft.tolerance)
         if not polish:
             assert l1(soft) <= l1(exact) * (1 + 2e-3)
+
+
+@pytest.mark.parametrize("cap", [10, 40, 3000])
+def test_within_is_the_measured_check_whatever_the_status(cap):
+    """``within`` reports whether the returned weights meet the constraints, also when ADMM
+    stopped at its cap; ``solved`` implies it."""
+    X, Z = teacher(4)
+    Y = torch.relu(Z)
+    eps = 0.1 * float(Y.norm())
+    res = trim_layer(X, Y, eps, settings=ADMMSettings(dtype=torch.float64, max_iterations=cap))
+    out = X @ res.weight.T + res.bias
+    disc = float(((out - Y) * (Y > 0)).norm())
+    excess = float((out.clamp_min(0) * (Y <= 0)).norm())
+    floor = 1e-6 * float(Y.norm())  # the check's absolute floor
+    holds = disc <= eps * (1 + res.tolerance) + floor and excess <= res.tolerance * eps + floor
+    assert res.within == holds
+    assert res.status != "solved" or res.within
+    if cap == 3000:
+        assert res.status == "solved"

@@ -124,7 +124,8 @@ class NetTrimAtSparsity(_Target):
         return LayerOutcome(w, b, status=res.status, iterations=res.iterations, epsilon=g * norm,
                             info={"relative_epsilon": g, "thresholded": thresholded,
                                   "hinge": self.hinge and job.spec.relu,
-                                  "solver_nnz": nnz, "solves": len(tried)})
+                                  "solver_nnz": nnz, "solves": len(tried),
+                                  "constraints_hold": res.within and not thresholded})
 
 
 def _settle(job: LayerJob, k: int, below, above):

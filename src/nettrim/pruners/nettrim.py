@@ -80,6 +80,7 @@ class NetTrimMethod:
                 f"{need:.3f} (or epsilon)")
         info = {"gap": gap, "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
                 "hinge": self.hinge and job.spec.relu, "hinge_residual": res.hinge_residual,
-                "tolerance": res.tolerance, "solver_seconds": res.seconds}
+                "tolerance": res.tolerance, "solver_seconds": res.seconds,
+                "constraints_hold": res.within}
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
                             status=res.status, iterations=res.iterations, epsilon=eps, info=info)

@@ -5,18 +5,27 @@ from ..pruners.report import PruneReport
 
 
 def layer_table(report: PruneReport) -> str:
-    """Per layer: shape, non-zeros before -> after, kept %, eps, discrepancy/eps, status, time."""
+    """Per layer: shape, non-zeros before -> after, kept %, eps, discrepancy/eps, status, time.
+
+    A solve that stopped at its iteration cap but whose weights meet the constraints (measured)
+    shows as "feasible, capped"."""
     head = f"{'layer':<12}{'shape':>12}{'nnz before':>12}{'nnz after':>11}{'kept':>8}" \
-           f"{'eps':>10}{'disc/eps':>10}{'status':>16}{'iters':>7}{'sec':>8}"
+           f"{'eps':>10}{'disc/eps':>10}{'status':>18}{'iters':>7}{'sec':>8}"
     rows = [head, "-" * len(head)]
     for r in report.layers:
         ratio = f"{r.discrepancy / r.epsilon:.3f}" if r.epsilon else "-"
         eps = f"{r.epsilon:.3g}" if r.epsilon is not None else "-"
         rows.append(f"{r.name:<12}{'x'.join(map(str, r.shape)):>12}{r.nnz_before:>12}"
                     f"{r.nnz_after:>11}{100 * r.kept_fraction:>7.2f}%{eps:>10}{ratio:>10}"
-                    f"{r.status:>16}{r.iterations:>7}{r.seconds:>8.1f}")
+                    f"{_status(r):>18}{r.iterations:>7}{r.seconds:>8.1f}")
     rows.append("-" * len(head))
     rows.append(f"{'total':<12}{'':>12}{report.nnz_before:>12}{report.nnz_after:>11}"
                 f"{100 * (1 - report.sparsity):>7.2f}%   ({100 * report.sparsity:.2f} % removed, "
                 f"{report.seconds:.1f} s)")
     return "\n".join(rows)
+
+
+def _status(r) -> str:
+    if r.status == "max_iterations" and r.info.get("constraints_hold"):
+        return "feasible, capped"
+    return r.status
