@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import NettrimError
+from ..errors import NettrimError, require
 
 
 def _add_data(p: argparse.ArgumentParser, default="mnist") -> None:
@@ -24,6 +24,8 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=2000, help="training samples used (default 2000)")
     p.add_argument("--per-neuron", action="store_true", help="one tolerance ball per neuron")
     p.add_argument("--reweight", type=int, default=0, help="rounds of reweighted l1")
+    p.add_argument("--reweight-rel-tol", type=float, default=None,
+                   help="ADMM rel_tol of the reweighting rounds before the last, e.g. 1e-2 (faster)")
     p.add_argument("--polish", action="store_true", help="debias every layer on its support (stays feasible)")
     p.add_argument("--relax-slack", action="store_true", help="cascade V = relu(W^T Xhat)")
     p.add_argument("--hinge", action="store_true",
@@ -35,6 +37,16 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _settings(args):
+    """ADMM settings from the flags, or None for the defaults."""
+    if args.reweight_rel_tol is None:
+        return None
+    from ..layer import ADMMSettings
+
+    require(args.reweight_rel_tol > 0, f"--reweight-rel-tol must be > 0, got {args.reweight_rel_tol}")
+    return ADMMSettings(reweight_rel_tol=args.reweight_rel_tol)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             kappa=args.kappa, per_neuron=args.per_neuron, reweight=args.reweight,
             polish=args.polish, relax_slack=args.relax_slack, hinge=args.hinge,
             layer_epsilon=_parse_layer_eps(args.layer_epsilon),
-            capture=None if args.max_rows is None else {"max_rows": args.max_rows})
+            capture=None if args.max_rows is None else {"max_rows": args.max_rows},
+            settings=_settings(args))
         wf.print_summary(out["summary"], out["result"])
         stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
         paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])

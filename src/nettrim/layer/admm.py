@@ -45,6 +45,10 @@ class ADMMSettings:
         dtype: computation precision (float32 is safe: the system matrix has eigenvalues >= 1).
         relaxation: over-relaxation alpha in [1, 2) (Boyd et al. 2011, section 3.4.3); 1 is
             plain ADMM.
+        reweight_rel_tol: ``rel_tol`` of the solves that only set the weights of the next
+            reweighting round (all but the last); None keeps ``rel_tol``. 1e-2 halves the time
+            of ``reweight=3`` on LeNet-300-100 for 0.07 points of accuracy (README); the last
+            solve, the answer, is always held to ``rel_tol`` and checked.
         spectral_ratio: inputs and targets are divided by c = ||X||_2 / spectral_ratio before
             iterating, which sets the balance between the two constraint blocks (U itself is
             unchanged). The authors use c = 0.3 max feature norm; measured on MNIST layers and
@@ -62,6 +66,7 @@ class ADMMSettings:
     relaxation: float = 1.6
     dtype: torch.dtype = torch.float32
     spectral_ratio: float = 25.0
+    reweight_rel_tol: float | None = None
 
 
 @dataclass

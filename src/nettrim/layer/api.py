@@ -84,16 +84,22 @@ def _solve_on_live_features(problem, settings, U0, reweight, progress):
 
     A feature (column of A) that is zero on every sample leaves every constraint unchanged,
     so its weights are 0 at the optimum: it is dropped before solving (MNIST border pixels).
+    With ``settings.reweight_rel_tol`` every solve but the last (those that only set the next
+    round's weights) stops at that looser relative tolerance.
     """
     live = problem.A.abs().amax(dim=0) > 0
     sub = replace(problem, A=problem.A[:, live])
-    out = solve_admm(sub, settings, warm_start=None if U0 is None else U0[live], progress=progress)
+    loose = settings if settings.reweight_rel_tol is None else \
+        replace(settings, rel_tol=settings.reweight_rel_tol)
+    out = solve_admm(sub, loose if reweight else settings,
+                     warm_start=None if U0 is None else U0[live], progress=progress)
     iterations = out.iterations.clone()
-    for _ in range(reweight):
+    for r in range(reweight):
         nonzero = out.U[out.U != 0]
         delta = 0.1 * float(nonzero.abs().mean()) if nonzero.numel() else 1.0
         w = 1.0 / (out.U.abs() + delta)
-        out = solve_admm(sub, settings, warm_start=out.U, l1_weights=w / w.mean(), progress=progress)
+        out = solve_admm(sub, settings if r == reweight - 1 else loose, warm_start=out.U,
+                         l1_weights=w / w.mean(), progress=progress)
         iterations += out.iterations
     U = torch.zeros(problem.A.shape[1], problem.Y.shape[1], dtype=out.U.dtype, device=out.U.device)
     U[live] = out.U
