@@ -110,14 +110,20 @@ def test_both_forms_agree_with_cvxpy(bias):
         assert abs(_l1(res) - best) <= 1e-2 * best
 
 
-def test_per_neuron_budgets_agree():
-    conv, x, z = _layer(2, 4, 3, 6, 6, seed=4, padding=1)
+def _both_forms(layer, g, **kw):
+    """The patch form (``trim_layer`` on unfolded patches) and the operator form of one conv
+    layer ``(conv, x, z)`` with padding 1, at relative eps ``g``."""
+    conv, x, z = layer
     Y = torch.relu(z)
     X, Z = _patches(conv, x, z)
-    eps = 0.1 * float(Y.norm())
-    patch = trim_layer(X, torch.relu(Z), eps, per_neuron=True, settings=TIGHT)
-    oper = trim_conv_layer(x, Y, eps, dict(padding=1), tuple(conv.weight.shape), per_neuron=True,
-                           settings=TIGHT, w3_step="gram")
+    eps = g * float(Y.norm())
+    patch = trim_layer(X, torch.relu(Z), eps, settings=TIGHT, **kw)
+    oper = trim_conv_layer(x, Y, eps, dict(padding=1), tuple(conv.weight.shape), settings=TIGHT, **kw)
+    return patch, oper, eps
+
+
+def test_per_neuron_budgets_agree():
+    patch, oper, _ = _both_forms(_layer(2, 4, 3, 6, 6, seed=4, padding=1), 0.1, per_neuron=True)
     assert patch.status == "solved" and oper.status == "solved"
     assert abs(_l1(patch) - _l1(oper)) <= 1e-2 * _l1(patch)
     torch.testing.assert_close(oper.per_neuron_discrepancy, patch.per_neuron_discrepancy,
@@ -146,14 +152,10 @@ def test_validation_messages():
 
 
 def test_hinge_program_same_optimum_in_both_forms():
-    conv, x, z = _layer(2, 4, 3, 8, 6, seed=3, padding=1)
-    Y = torch.relu(z)
-    X, Z = _patches(conv, x, z)
-    eps = 0.2 * float(Y.norm())
-    patch = trim_layer(X, torch.relu(Z), eps, hinge=True, settings=TIGHT)
-    oper = trim_conv_layer(x, Y, eps, dict(padding=1), tuple(conv.weight.shape), hinge=True,
-                           settings=TIGHT)
-    exact = trim_conv_layer(x, Y, eps, dict(padding=1), tuple(conv.weight.shape), settings=TIGHT)
+    conv, x, z = layer = _layer(2, 4, 3, 8, 6, seed=3, padding=1)
+    patch, oper, eps = _both_forms(layer, 0.2, hinge=True)
+    exact = trim_conv_layer(x, torch.relu(z), eps, dict(padding=1), tuple(conv.weight.shape),
+                            settings=TIGHT)
     assert patch.status == "solved" and oper.status == "solved"
     assert oper.hinge_residual > 0
     assert (oper.discrepancy ** 2 + oper.hinge_residual ** 2) ** 0.5 <= eps * (1 + TIGHT.feasibility_tol)
