@@ -26,6 +26,7 @@ from nettrim.data import load_dataset, subset
 from nettrim.layer.reference import solve_reference
 from nettrim.models import evaluate
 from nettrim.report import write_json_atomic
+from nettrim.report.tables import status_label
 
 
 def whole_network(model, xs, xt, yt, epsilon, gamma, per_neuron, reweight=0):
@@ -37,7 +38,7 @@ def whole_network(model, xs, xt, yt, epsilon, gamma, per_neuron, reweight=0):
     return {"seconds": seconds, "sparsity": rep.sparsity, "nnz_after": rep.nnz_after,
             "accuracy_before": evaluate(model, xt, yt), "accuracy_after": evaluate(res.model, xt, yt),
             "layers": [{"name": r.name, "kept": r.kept_fraction, "seconds": r.seconds,
-                        "iterations": r.iterations, "status": r.status} for r in rep.layers]}
+                        "iterations": r.iterations, "status": status_label(r)} for r in rep.layers]}
 
 
 def solver_vs_cvxpy(model, xs, neurons, samples, g):
@@ -80,9 +81,9 @@ def main() -> None:
               "gamma": args.gamma, "per_neuron": args.per_neuron, "network": net, "solver": cmp,
               "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(f"LeNet-300-100 cascade, eps {args.epsilon}, gamma {args.gamma}, {args.samples} samples")
-    print(f"{'layer':<8}{'kept %':>9}{'iters':>8}{'seconds':>10}{'status':>16}")
+    print(f"{'layer':<8}{'kept %':>9}{'iters':>8}{'seconds':>10}{'status':>18}")
     for r in net["layers"]:
-        print(f"{r['name']:<8}{100 * r['kept']:>9.2f}{r['iterations']:>8}{r['seconds']:>10.1f}{r['status']:>16}")
+        print(f"{r['name']:<8}{100 * r['kept']:>9.2f}{r['iterations']:>8}{r['seconds']:>10.1f}{r['status']:>18}")
     print(f"whole network: {net['seconds']:.1f} s, {100 * net['sparsity']:.2f} % removed, "
           f"accuracy {net['accuracy_before']:.2f} -> {net['accuracy_after']:.2f} %, "
           f"peak memory {result['peak_memory_mb']:.0f} MB")

@@ -17,7 +17,7 @@ def layer_table(report: PruneReport) -> str:
         eps = f"{r.epsilon:.3g}" if r.epsilon is not None else "-"
         rows.append(f"{r.name:<12}{'x'.join(map(str, r.shape)):>12}{r.nnz_before:>12}"
                     f"{r.nnz_after:>11}{100 * r.kept_fraction:>7.2f}%{eps:>10}{ratio:>10}"
-                    f"{_status(r):>18}{r.iterations:>7}{r.seconds:>8.1f}")
+                    f"{status_label(r):>18}{r.iterations:>7}{r.seconds:>8.1f}")
     rows.append("-" * len(head))
     rows.append(f"{'total':<12}{'':>12}{report.nnz_before:>12}{report.nnz_after:>11}"
                 f"{100 * (1 - report.sparsity):>7.2f}%   ({100 * report.sparsity:.2f} % removed, "
@@ -25,7 +25,9 @@ def layer_table(report: PruneReport) -> str:
     return "\n".join(rows)
 
 
-def _status(r) -> str:
+def status_label(r) -> str:
+    """A layer report's status for people: a capped solve whose weights meet the constraints
+    reads "feasible, capped"."""
     if r.status == "max_iterations" and r.info.get("constraints_hold"):
         return "feasible, capped"
     return r.status
