@@ -50,7 +50,7 @@ def run_cell(model, method, sparsity, xs, data, *, mode, layers, retrain_epochs,
             "accuracy": evaluate(res.model, xt, yt), "prune_seconds": prune_s,
             "output_discrepancy": rep.output_error / max(rep.output_norm, 1e-12),
             "statuses": [r.status for r in rep.layers],
-            "layer_info": {r.name: _json_ready(r.info) for r in rep.layers}}
+            "layer_info": {r.name: dict(r.info) for r in rep.layers}}
     if retrain_epochs:
         tuned = copy.deepcopy(res.model)
         log = finetune(tuned, x, y, epochs=retrain_epochs, lr=retrain_lr, seed=seed, progress=False)
@@ -127,7 +127,3 @@ def table(result: dict) -> str:
                     f"{c['prune_seconds']:.1f} | {c['total_seconds']:.1f} |")
     return "\n".join(rows)
 
-
-def _json_ready(info: dict) -> dict:
-    """The numbers and flags of a layer's ``info`` (how a method reached its count)."""
-    return {k: v for k, v in info.items() if isinstance(v, (bool, int, float, str))}

@@ -46,6 +46,12 @@ class LayerJob:
     def active(self) -> torch.Tensor:
         return self.Y > 0 if self.spec.relu else torch.ones_like(self.Y, dtype=torch.bool)
 
+    def responses(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        """(Z, act) for new weights on the captured inputs: Z = X W^T + b and act = relu(Z) on a
+        ReLU layer, Z otherwise; compare Z with Y on ``active``, act with Y everywhere."""
+        Z = self.X @ weight.T.to(self.X) + (0 if bias is None else bias.to(self.X))
+        return Z, torch.relu(Z) if self.spec.relu else Z
+
 
 @dataclass
 class LayerOutcome:

@@ -130,23 +130,18 @@ class NetTrimAtSparsity(_Target):
 
 def _settle(job: LayerJob, k: int, below, above):
     """The answer with at most k non-zeros: the fitting solve with the smallest eps, or, when the
-    search ran out short of 0.95 k, the nearest solve above hard-thresholded to k if its layer
-    response ||act(W x + b) - y||_F on the captured samples is closer to Y."""
+    search ran out short of 0.95 k (or nothing fits), the nearest solve above hard-thresholded
+    to k if its layer response ||act(W x + b) - y||_F on the captured samples is closer to Y."""
     cast = lambda res: (res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight))
-    options = []
-    if below is not None:
-        options.append((below, *cast(below[2]), False))
     if above is not None and (below is None or below[1] < 0.95 * k):
-        options.append((above, *threshold_layer(*cast(above[2]), k), True))
-    if len(options) > 1:
-        options.sort(key=lambda o: _response_error(job, o[1], o[2]))
-    (g, nnz, res, _), w, b, thresholded = options[0]
-    return g, nnz, res, w, b, thresholded
+        w, b = threshold_layer(*cast(above[2]), k)
+        if below is None or _response_error(job, w, b) < _response_error(job, *cast(below[2])):
+            return (*above[:3], w, b, True)
+    return (*below[:3], *cast(below[2]), False)
 
 
 def _response_error(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None) -> float:
-    out = job.X.to(w) @ w.T + (0 if b is None else b)
-    return float(((out.relu() if job.spec.relu else out) - job.Y.to(w)).norm())
+    return float((job.responses(w, b)[1] - job.Y).norm())
 
 
 def _bracket(tried):

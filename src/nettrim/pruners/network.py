@@ -113,8 +113,7 @@ def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size
 
 def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float) -> LayerReport:
     W, b = outcome.weight, outcome.bias
-    Z = job.X @ W.T.to(job.X) + (0 if b is None else b.to(job.X))
-    act = torch.relu(Z) if job.spec.relu else Z
+    Z, act = job.responses(W, b)
     nnz = lambda w, bb: int((w != 0).sum()) + (0 if bb is None else int((bb != 0).sum()))
     return LayerReport(
         name=job.spec.name, kind=job.spec.kind, shape=list(job.shape or job.weight.shape), relu=job.spec.relu,
