@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from nettrim import prune
+from nettrim import NettrimError, prune
 from nettrim.data import load_dataset, subset
 from nettrim.models import evaluate, finetune, load_checkpoint
 from nettrim.report import write_json_atomic
@@ -107,4 +107,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NettrimError as exc:  # a missing checkpoint or dataset: one line, no output file
+        raise SystemExit(f"error: {exc}")
