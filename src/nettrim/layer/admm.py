@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .problem import LayerProblem
+from .problem import LayerProblem, constraints_hold
 
 
 @dataclass(frozen=True)
@@ -229,17 +229,11 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
 
 
 def _feasible(AU, U, Y, V, mask, eps, per_neuron, tol, hinge=False):
-    """Whether U meets the ball (eps (1 + tol)) and the half-spaces (||violation|| <= tol eps);
-    with ``hinge``, whether the hinged residual lies in the ball."""
-    R = AU - Y
-    disc = (R * mask).square().sum(0)
-    viol = (AU - V).masked_fill(mask, 0).clamp_min(0).square().sum(0)
+    """``constraints_hold`` for the iterate: one bool per (still iterating) neuron."""
+    disc = ((AU - Y) * mask).norm(dim=0)
+    excess = (AU - V).masked_fill(mask, 0).clamp_min(0).norm(dim=0)
     floor = 1e-7 * float(Y.norm()) + 1e-12
-    if hinge:
-        disc, viol = disc + viol, torch.zeros_like(viol)
-    if per_neuron:
-        return (disc.sqrt() <= eps * (1 + tol) + floor) & (viol.sqrt() <= tol * eps + floor)
-    ok = (disc.sum().sqrt() <= eps * (1 + tol) + floor) & (viol.sum().sqrt() <= tol * eps + floor)
+    ok = constraints_hold(disc, excess, eps, tol, floor, per_neuron=per_neuron, hinge=hinge)
     return ok.expand(U.shape[1])
 
 

@@ -10,7 +10,7 @@ import torch
 from ..errors import NettrimError, require
 from .admm import ADMMSettings, Progress, solve_admm
 from .polish import polish_on_support
-from .problem import LayerProblem, append_ones, split_budget
+from .problem import LayerProblem, append_ones, constraints_hold, split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 
 
@@ -156,22 +156,11 @@ def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerRe
 
 
 def _within(p64: LayerProblem, U64, disc, tol) -> bool:
-    """The documented check: discrepancy <= eps (1 + tol) and ||violations||_F <= tol eps."""
+    """``constraints_hold`` on the float64 answer (floor 1e-6 ||Y||_F)."""
     floor = 1e-6 * float(p64.Y.norm()) + 1e-12
-    if p64.hinge:
-        disc = p64.constrained(U64)
-        if p64.per_neuron:
-            return bool((disc <= p64.eps * (1 + tol) + floor).all())
-        return float(disc.norm()) <= float(p64.eps) * (1 + tol) + floor
-    if p64.relu:
-        excess = (p64.A @ U64 - p64.V).masked_fill(p64.active, 0).clamp_min(0)
-        vnorm = excess.norm(dim=0)
-    else:
-        vnorm = torch.zeros_like(disc)
-    if p64.per_neuron:
-        return bool(((disc <= p64.eps * (1 + tol) + floor) & (vnorm <= tol * p64.eps + floor)).all())
-    return float(disc.norm()) <= float(p64.eps) * (1 + tol) + floor and \
-        float(vnorm.norm()) <= tol * float(p64.eps) + floor
+    excess = p64.hinge_residual(U64)
+    return bool(constraints_hold(disc, excess, p64.eps, tol, floor, per_neuron=p64.per_neuron,
+                                 hinge=p64.hinge).all())
 
 
 def _validate(X, Y, V, epsilon, relu, warm_start) -> None:

@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from ..errors import require
 from .admm import ADMMSettings, Progress, run_admm
 from .api import validate_targets
-from .problem import split_budget
+from .problem import constraints_hold, split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 
 W3_STEPS = ("auto", "cg", "gram")
@@ -407,16 +407,8 @@ def _result(images, Y, V, U, status, iterations, epsilon, eps_abs, kernel_shape,
     tol = settings.feasibility_tol
     eps64 = eps_abs.double()
     floor = 1e-6 * float(Y64.norm()) + 1e-12
-    vnorm = excess.norm(dim=0)
-    if hinge:  # one ball for both parts: the violations are charged to it, not bounded apart
-        disc_all, vnorm = (disc.square() + vnorm.square()).sqrt(), torch.zeros_like(vnorm)
-    else:
-        disc_all = disc
-    if per_neuron:
-        ok = bool(((disc_all <= eps64 * (1 + tol) + floor) & (vnorm <= tol * eps64 + floor)).all())
-    else:
-        ok = (float(disc_all.norm()) <= float(eps64) * (1 + tol) + floor
-              and float(vnorm.norm()) <= tol * float(eps64) + floor)
+    ok = bool(constraints_hold(disc, excess.norm(dim=0), eps64, tol, floor, per_neuron=per_neuron,
+                               hinge=hinge).all())
     if status == SOLVED and not ok:
         status = MAX_ITERATIONS
     N = op64.N

@@ -102,6 +102,24 @@ class LayerProblem:
         return disc.norm().reshape(1) - self.eps
 
 
+def constraints_hold(disc: torch.Tensor, excess: torch.Tensor, eps: torch.Tensor, tol: float,
+                     floor: float, *, per_neuron: bool, hinge: bool) -> torch.Tensor:
+    """The documented feasibility check, on per-neuron norms (M,).
+
+    ``disc`` holds ||(U^T X - Y)_{Omega_m}|| and ``excess`` ||(U^T X - V)_{Omega_m^c, +}||.
+    Exact program: the discrepancy lies in the ball, within eps (1 + tol) + floor, and the
+    half-space violations total at most tol eps + floor. Hinge program: sqrt(disc^2 +
+    excess^2) lies in the ball (the excess is charged to it, not bounded apart). With
+    ``per_neuron`` every neuron against its own eps_m ((M,) bools); else the layer totals
+    against the layer's eps (one bool, shape (1,)).
+    """
+    if hinge:
+        disc, excess = torch.sqrt(disc.square() + excess.square()), torch.zeros_like(excess)
+    if not per_neuron:
+        disc, excess = disc.norm().reshape(1), excess.norm().reshape(1)
+    return (disc <= eps * (1 + tol) + floor) & (excess <= tol * eps + floor)
+
+
 def append_ones(X: torch.Tensor) -> torch.Tensor:
     """[X, 1]: the ones column that turns the bias into the last row of U."""
     return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
