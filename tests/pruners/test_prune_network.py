@@ -123,15 +123,18 @@ def test_unsupported_layer_is_named():
 
 
 def test_infeasible_kappa_is_reported():
-    net, X = small_net(5), data(5)
-    with torch.no_grad():
-        net[4].weight.mul_(0)  # logits do not depend on the input: any eps < ||Y - mean|| ...
-        net[4].bias.copy_(torch.arange(4.0))
-    # the logits are constant (exactly representable) but kappa tiny on a zero-eps gap works;
-    # make the request impossible instead: the last layer fed from a pruned, lossy network
-    with pytest.raises(NettrimError, match="kappa"):
+    """A logits layer fed by a lossy pruned network cannot meet a tiny kappa: one line says
+    by how much to raise it."""
+    with pytest.raises(NettrimError, match="raise kappa to at least"):
         prune(small_net(6), data(6), mode="cascade", epsilon=0.3, kappa=1e-3, settings=F64,
               progress=False)
+
+
+def test_infeasible_per_neuron_ball_names_the_neuron():
+    with pytest.raises(NettrimError, match=r"one ball per neuron: .* neuron \d+ misses by [0-9.e+]+ "
+                                           r"times its radius"):
+        prune(small_net(6), data(6), mode="cascade", epsilon=0.3, kappa=1e-3, per_neuron=True,
+              settings=F64, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import NettrimError
 from ..layer import ADMMSettings, trim_layer
+from ..layer.problem import split_budget
 from ..layer.result import INFEASIBLE
 from .base import LayerJob, LayerOutcome
 
@@ -73,14 +74,26 @@ class NetTrimMethod:
                          reweight=self.reweight, polish=self.polish, hinge=self.hinge,
                          progress=self.progress)
         if res.status == INFEASIBLE:
-            need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
-            raise NettrimError(
-                f"layer '{job.spec.name}' is infeasible: eps = {eps:.4g} but the best "
-                f"least-squares fit misses by {res.discrepancy:.4g}; raise kappa to at least "
-                f"{need:.3f} (or epsilon)")
+            raise NettrimError(self._infeasible(job, eps, res))
         info = {"gap": gap, "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
                 "hinge": self.hinge and job.spec.relu, "hinge_residual": res.hinge_residual,
                 "tolerance": res.tolerance, "solver_seconds": res.seconds,
                 "constraints_hold": res.within}
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
                             status=res.status, iterations=res.iterations, epsilon=eps, info=info)
+
+    def _infeasible(self, job: LayerJob, eps: float, res) -> str:
+        """The one-line error for a logits layer whose least-squares fit misses its ball(s)."""
+        name = job.spec.name
+        if not self.per_neuron:
+            need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
+            return (f"layer '{name}' is infeasible: eps = {eps:.4g} but the best least-squares "
+                    f"fit misses by {res.discrepancy:.4g}; raise kappa to at least {need:.3f} "
+                    f"(or epsilon)")
+        radii = split_budget(eps, job.Y.double(), job.active)
+        ratio = res.per_neuron_discrepancy.double() / radii.clamp_min(1e-30)
+        m = int(ratio.argmax())
+        return (f"layer '{name}' is infeasible with one ball per neuron: the best least-squares "
+                f"fit of neuron {m} misses by {float(ratio[m]):.3g} times its radius; raise this "
+                f"layer's eps by that factor (epsilon, or its layer_epsilon floor) or drop "
+                f"per_neuron")
