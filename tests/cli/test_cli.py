@@ -29,12 +29,14 @@ def checkpoint(tmp_path_factory):
 
 def test_prune_writes_report_plot_and_checkpoints(checkpoint, tmp_path, capsys):
     rc = main(["--no-progress", "prune", str(checkpoint), "--samples", "500", "--epsilon", "0.05",
-               "--reweight", "2", "--reweight-rel-tol", "1e-2", "--out", str(tmp_path)])
+               "--reweight", "2", "--reweight-rel-tol", "1e-2", "--per-neuron", "1,3", "--hinge",
+               "--relax-slack", "--out", str(tmp_path)])
     assert rc == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["mlp-nettrim-cascade.json", "mlp-nettrim-cascade.png", "mlp-nettrim-cascade.pt"]
     report = json.loads((tmp_path / "mlp-nettrim-cascade.json").read_text())
     assert report["report"]["sparsity"] > 0.5
+    assert report["report"]["settings"]["per_neuron"] == ["1", "3"]  # hidden layers split
     # every layer's weights meet its constraints (a reweighted solve may stop at its cap)
     assert all(layer["status"] == "solved" or layer["info"]["constraints_hold"]
                for layer in report["report"]["layers"])
@@ -59,6 +61,7 @@ def test_eval(checkpoint, capsys):
     (["prune", "CKPT", "--layer-epsilon", "3:0.2", "--out", "OUT"], "NAME=EPS"),
     (["prune", "CKPT", "--layer-epsilon", "9=0.2", "--out", "OUT"], "prunable layers"),
     (["prune", "CKPT", "--reweight-rel-tol", "0", "--out", "OUT"], "--reweight-rel-tol"),
+    (["prune", "CKPT", "--per-neuron", "1,9", "--out", "OUT"], "per_neuron names no prunable layer 9"),
 ])
 def test_bad_input_one_line_no_output(argv, match, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"

@@ -23,11 +23,12 @@ def data(seed=0, P=300, n=20):
     return torch.randn(P, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("mode", ["cascade", "parallel"])
-def test_every_layer_solved_and_bound_holds(mode):
+@pytest.mark.parametrize("mode, per_neuron", [("cascade", False), ("parallel", False),
+                                              ("cascade", True), ("parallel", True)])
+def test_every_layer_solved_and_bound_holds(mode, per_neuron):
     net, X = small_net(), data()
     before = copy.deepcopy(net.state_dict())
-    res = prune(net, X, mode=mode, epsilon=0.05, settings=F64, progress=False)
+    res = prune(net, X, mode=mode, epsilon=0.05, per_neuron=per_neuron, settings=F64, progress=False)
     rep = res.report
     assert [r.status for r in rep.layers] == ["solved"] * 3
     assert rep.nnz_after < rep.nnz_before
@@ -137,10 +138,38 @@ def test_infeasible_per_neuron_ball_names_the_neuron():
               settings=F64, progress=False)
 
 
+def test_cascade_per_neuron_radii_keep_the_original_weights_feasible():
+    """A later cascade layer split per neuron gets eps_m = sqrt(gamma) gap_m: each neuron's
+    discrepancy stays within it, and the radii add up to the layer's cascade eps."""
+    net, X = small_net(), data()
+    res = prune(net, X, mode="cascade", epsilon=0.05, gamma=1.2, per_neuron=True, settings=F64,
+                progress=False)
+    for layer in res.report.layers[1:]:
+        assert layer.epsilon == pytest.approx(1.2 ** 0.5 * layer.info["gap"], rel=1e-6)
+        assert layer.status == "solved" and layer.info["constraints_hold"]
+
+
+def test_per_neuron_on_named_layers_only():
+    """per_neuron=[names] splits the budget in those layers alone: in parallel mode (independent
+    layers) each layer matches the run that splits every layer or none."""
+    net, X = small_net(), data()
+    run = lambda per: {k: v for k, v in prune(net, X, mode="parallel", epsilon=0.1, per_neuron=per,
+                                              settings=F64, progress=False).model.state_dict().items()}
+    every, none, first = run(True), run(False), run(["0"])
+    assert not torch.equal(every["0.weight"], none["0.weight"])
+    assert torch.equal(first["0.weight"], every["0.weight"])
+    assert torch.equal(first["2.weight"], none["2.weight"]) and torch.equal(first["4.weight"], none["4.weight"])
+    rep = prune(net, X, mode="parallel", epsilon=0.1, per_neuron=["2", "0"], settings=F64,
+                progress=False).report
+    assert rep.settings["per_neuron"] == ["0", "2"]
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epsilon=0), "epsilon"), (dict(mode="serial"), "mode"), (dict(method="magic"), "method"),
     (dict(gamma=0.5), "gamma"), (dict(kappa=2.0), "kappa"),
     (dict(layer_epsilon={"7": 0.1}), "prunable layers: 0, 2, 4"),
+    (dict(per_neuron=["0", "9"]), "per_neuron names no prunable layer 9"),
+    (dict(per_neuron="0"), "per_neuron must be True/False or a list of layer names"),
     (dict(layer_epsilon={"2": -1.0}), "positive"),
 ])
 def test_bad_arguments(kwargs, match):

@@ -22,7 +22,8 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=1.1, help="cascade inflation (default 1.1)")
     p.add_argument("--kappa", type=float, default=1.0, help="risk factor on the logits layer")
     p.add_argument("--samples", type=int, default=2000, help="training samples used (default 2000)")
-    p.add_argument("--per-neuron", action="store_true", help="one tolerance ball per neuron")
+    p.add_argument("--per-neuron", nargs="?", const="all", default=None, metavar="NAME,...",
+                   help="one tolerance ball per neuron: in every layer, or in the layers named")
     p.add_argument("--reweight", type=int, default=0, help="rounds of reweighted l1")
     p.add_argument("--reweight-rel-tol", type=float, default=None,
                    help="ADMM rel_tol of the reweighting rounds before the last, e.g. 1e-2 (faster)")
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             model, args.dataset, data_dir=args.data_dir, samples=args.samples, seed=args.seed,
             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, progress=progress,
             method="nettrim", mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
-            kappa=args.kappa, per_neuron=args.per_neuron, reweight=args.reweight,
+            kappa=args.kappa, per_neuron=_parse_per_neuron(args.per_neuron), reweight=args.reweight,
             polish=args.polish, relax_slack=args.relax_slack, hinge=args.hinge,
             layer_epsilon=_parse_layer_eps(args.layer_epsilon),
             capture=None if args.max_rows is None else {"max_rows": args.max_rows},
@@ -161,6 +162,18 @@ def _parse_layer_eps(text: str | None) -> dict[str, float] | None:
         if not name.strip() or out.get("") is None and "" in out:
             raise NettrimError(f"--layer-epsilon wants NAME=EPS pairs separated by commas, got {item!r}")
     return out
+
+
+def _parse_per_neuron(text: str | None) -> bool | list[str]:
+    """--per-neuron: absent (False), bare (every layer) or a comma-separated list of names."""
+    if text is None:
+        return False
+    if text == "all":
+        return True
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise NettrimError(f"--per-neuron wants layer names separated by commas, got {text!r}")
+    return names
 
 
 def _parse_floats(text: str, what: str) -> list[float]:

@@ -17,7 +17,7 @@ from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 def trim_layer(
     X: torch.Tensor,
     Y: torch.Tensor,
-    epsilon: float,
+    epsilon: float | torch.Tensor,
     *,
     V: torch.Tensor | None = None,
     relu: bool = True,
@@ -38,7 +38,8 @@ def trim_layer(
         X: (P, N) layer inputs, samples as rows.
         Y: (P, M) original layer outputs (after the ReLU when ``relu``).
         epsilon: ABSOLUTE tolerance, the paper's eps. With ``per_neuron`` it is split as
-            eps_m = epsilon ||Y_m|| / ||Y||_F (same layer total, independent neurons).
+            eps_m = epsilon ||Y_m|| / ||Y||_F (same layer total, independent neurons), or it
+            is an (M,) tensor of the radii eps_m themselves.
         V: (P, M) slack on the inactive entries; None means zeros (the exact program, for
             which Proposition 1 gives ||relu(U^T X) - Y||_F <= epsilon).
         relu: False for a layer without ReLU (the logits): sparse least squares.
@@ -57,15 +58,19 @@ def trim_layer(
         progress: called as progress(iteration, neurons done, neurons total).
     """
     settings = settings or ADMMSettings()
-    _validate(X, Y, V, epsilon, relu, warm_start)
+    _validate(X, Y, V, epsilon, relu, warm_start, per_neuron)
     start = time.perf_counter()
     dev, dt = X.device, settings.dtype
     A = append_ones(X.to(dt)) if bias else X.to(dt)
     Yt = Y.to(dt)
     Vt = torch.zeros_like(Yt) if V is None else V.to(dt)
     active = Yt > 0 if relu else torch.ones_like(Yt, dtype=torch.bool)
-    eps = (split_budget(epsilon, Yt, active) if per_neuron
-           else torch.tensor([float(epsilon)], dtype=dt, device=dev))
+    if isinstance(epsilon, torch.Tensor) and epsilon.ndim == 1:
+        eps, epsilon = epsilon.to(dt).to(dev), float(epsilon.double().norm())
+    elif per_neuron:
+        eps = split_budget(float(epsilon), Yt, active)
+    else:
+        eps = torch.tensor([float(epsilon)], dtype=dt, device=dev)
     problem = LayerProblem(A, Yt, Vt, eps, relu, bias, per_neuron, hinge=hinge and relu)
     if not relu:
         fit = _least_squares_if_infeasible(problem)
@@ -163,7 +168,7 @@ def _within(p64: LayerProblem, U64, disc, tol) -> bool:
                                  hinge=p64.hinge).all())
 
 
-def _validate(X, Y, V, epsilon, relu, warm_start) -> None:
+def _validate(X, Y, V, epsilon, relu, warm_start, per_neuron=False) -> None:
     require(isinstance(X, torch.Tensor) and isinstance(Y, torch.Tensor),
             "X and Y must be torch tensors")
     require(X.ndim == 2 and Y.ndim == 2,
@@ -173,6 +178,13 @@ def _validate(X, Y, V, epsilon, relu, warm_start) -> None:
     require(X.shape[0] > 0 and X.shape[1] > 0 and Y.shape[1] > 0, "X and Y must not be empty")
     require(bool(torch.isfinite(X).all()), "X contains NaN or Inf: clean the layer inputs first")
     require(bool(torch.isfinite(Y).all()), "Y contains NaN or Inf: clean the layer outputs first")
+    if isinstance(epsilon, torch.Tensor) and epsilon.ndim == 1:
+        require(per_neuron, "a tensor of per-neuron radii needs per_neuron=True")
+        require(epsilon.shape == (Y.shape[1],),
+                f"per-neuron radii must have shape (M,) = ({Y.shape[1]},), got {tuple(epsilon.shape)}")
+        require(bool(torch.isfinite(epsilon).all()) and bool((epsilon >= 0).all())
+                and bool((epsilon > 0).any()), "per-neuron radii must be finite, >= 0 and not all 0")
+        epsilon = float(epsilon.double().norm())
     validate_targets(Y, V, epsilon, relu)
     if warm_start is not None:
         w = warm_start[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ def prune(
     kappa: float = 1.0,
     sparsity: float | None = None,
     counts: dict[str, int] | None = None,
-    per_neuron: bool = False,
+    per_neuron: bool | Sequence[str] = False,
     reweight: int = 0,
     polish: bool = False,
     layer_epsilon: dict[str, float] | None = None,
@@ -57,7 +58,10 @@ def prune(
             in cascade). Cascade layers after the first use eps_l^2 = gamma ||(W_l^T Xhat -
             Y_l)_Omega||^2.
         gamma: cascade inflation (>= 1). kappa: risk factor in (0, 1] on the logits layer.
-        per_neuron: split every layer's budget per neuron (independent problems).
+        per_neuron: split the budget per neuron (independent problems, eps_m = eps ||y_m|| /
+            ||Y||_F): True for every layer, or the names of the layers to split (e.g. the
+            hidden layers, leaving the logits layer one ball, which a lossy pruned input can
+            make infeasible per neuron).
         reweight: rounds of reweighted l1 after the first solve (sparser at equal eps).
         polish: debias each layer on its support, staying feasible (same sparsity, smaller
             discrepancy; see ``nettrim.layer.polish``).
@@ -81,6 +85,7 @@ def prune(
     """
     _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity)
     _validate_layer_epsilon(model, inputs, layer_epsilon)
+    per_neuron = _per_neuron_choice(model, inputs, per_neuron)
     require(method == "nettrim" or sparsity is not None or counts,
             f"method {method!r} needs a target: pass sparsity=... (or counts=...)")
     settings = settings or ADMMSettings()
@@ -103,7 +108,7 @@ def prune(
         except TypeError as exc:
             raise NettrimError(f"bad option for method {method!r}: {exc}") from None
     record = dict(sparsity=sparsity, counts=counts, epsilon=epsilon, gamma=gamma, kappa=kappa,
-                  per_neuron=per_neuron,
+                  per_neuron=per_neuron if isinstance(per_neuron, bool) else sorted(per_neuron),
                   reweight=reweight, polish=polish, samples=int(inputs.shape[0]),
                   capture=dict(capture or {}), layer_epsilon=dict(layer_epsilon or {}),
                   relax_slack=relax_slack, hinge=hinge,
@@ -130,6 +135,19 @@ def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> N
     require(0 < kappa <= 1, f"kappa must lie in (0, 1], got {kappa}")
     if sparsity is not None:
         require(0 < sparsity < 1, f"sparsity must lie in (0, 1), got {sparsity}")
+
+
+def _per_neuron_choice(model, inputs, per_neuron) -> bool | frozenset[str]:
+    """``per_neuron`` as True/False or the frozenset of (checked) layer names it names."""
+    if isinstance(per_neuron, bool):
+        return per_neuron
+    require(not isinstance(per_neuron, str) and all(isinstance(n, str) for n in per_neuron),
+            f"per_neuron must be True/False or a list of layer names, got {per_neuron!r}")
+    names = [s.name for s in trace_layers(model, inputs[:2])]
+    unknown = sorted(set(per_neuron) - set(names))
+    require(not unknown, f"per_neuron names no prunable layer {', '.join(unknown)}; "
+                         f"prunable layers: {', '.join(names)}")
+    return frozenset(per_neuron)
 
 
 def _validate_layer_epsilon(model, inputs, layer_epsilon) -> None:

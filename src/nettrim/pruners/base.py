@@ -9,7 +9,7 @@ report are shared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Collection, Protocol
 
 import torch
 
@@ -41,6 +41,10 @@ class LayerJob:
     last: bool
     images: int = 0
     shape: tuple = ()
+
+    def in_layers(self, choice: "bool | Collection[str]") -> bool:
+        """Whether a per-layer option (True: every layer; names: those layers) covers this one."""
+        return choice if isinstance(choice, bool) else self.spec.name in choice
 
     @property
     def active(self) -> torch.Tensor:

@@ -94,7 +94,7 @@ class NetTrimAtSparsity(_Target):
     """
 
     settings: ADMMSettings = ADMMSettings()
-    per_neuron: bool = False
+    per_neuron: bool | frozenset[str] = False  # True: every layer; names: those layers
     max_solves: int = 8
     start: float = 0.1
     relax_slack: bool = True
@@ -112,7 +112,7 @@ class NetTrimAtSparsity(_Target):
         g, warm = self.start, None
         while len(tried) < self.max_solves:
             res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu, bias=job.bias is not None,
-                             per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
+                             per_neuron=job.in_layers(self.per_neuron), settings=self.settings, warm_start=warm,
                              polish=self.polish, reweight=self.reweight, hinge=self.hinge)
             warm = (res.weight, res.bias)
             tried.append((g, res.nnz, res, res.within and res.nnz <= k))

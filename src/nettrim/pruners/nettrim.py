@@ -13,6 +13,10 @@
 * ``relax_slack``: cascade V = relu(W_l^T Xhat) instead of W_l^T Xhat. A larger feasible set
   (the original W_l is still feasible), and Theorem 2 still holds: off Omega,
   relu(U^T Xhat) <= relu(V) = relu(W_l^T Xhat) is all its proof uses.
+* ``per_neuron`` (True, or the names of the layers it applies to): one ball per neuron. In
+  parallel and for the first layer eps_m = eps_l ||y_m|| / ||Y_l||_F; for a later cascade
+  layer the cascade rule neuron by neuron, eps_m = max(sqrt(gamma) gap_m, floor ||y_m||), so
+  the original weights stay feasible neuron by neuron (``NetTrimMethod.radii``).
 * ``hinge``: every ReLU layer solves the hinge program (``nettrim.layer.problem``): the
   inactive entries' excess over V shares the eps ball instead of being forbidden. Sparser at
   the same eps; Proposition 1 holds as before for parallel and the first layer, and later
@@ -40,7 +44,7 @@ class NetTrimMethod:
     epsilon: float = 0.05
     gamma: float = 1.1
     kappa: float = 1.0
-    per_neuron: bool = False
+    per_neuron: bool | frozenset[str] = False  # True: every layer; names: those layers
     reweight: int = 0
     polish: bool = False
     layer_epsilon: dict[str, float] | None = None
@@ -64,36 +68,50 @@ class NetTrimMethod:
             eps *= self.kappa
         return eps, V, gap
 
+    def radii(self, job: LayerJob) -> torch.Tensor:
+        """Per-neuron radii (M,) for a later cascade layer split per neuron: the cascade rule
+        neuron by neuron, eps_m = kappa max(sqrt(gamma) gap_m, layer_epsilon[l] ||y_m||_Omega),
+        so that the original W_l stays feasible for every neuron (a split in proportion to
+        ||y_m|| would not). Their root sum of squares is at most the layer's eps."""
+        Y, active = job.Y.double(), job.active
+        own = (self.layer_epsilon or {}).get(job.spec.name) or 0.0
+        gaps = ((job.Z.double() - Y) * active).norm(dim=0)
+        r = torch.maximum(math.sqrt(self.gamma) * gaps, own * (Y * active).norm(dim=0))
+        r = r.clamp_min(1e-6 * float(Y.norm()) / math.sqrt(Y.shape[1]))
+        return r * (self.kappa if job.last else 1.0)
+
     def __call__(self, job: LayerJob) -> LayerOutcome:
         eps, V, gap = self.tolerance(job)
+        per = job.in_layers(self.per_neuron)
+        ball = self.radii(job) if per and self.mode == "cascade" and not job.first else eps
         # cascade layers after the first: the original weights are feasible and a good start
         # (measured: 3x fewer ADMM iterations); elsewhere the ridge solution starts better
         warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
-        res = trim_layer(job.X, job.Y, eps, V=V, relu=job.spec.relu, bias=job.bias is not None,
-                         per_neuron=self.per_neuron, settings=self.settings, warm_start=warm,
+        res = trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, bias=job.bias is not None,
+                         per_neuron=per, settings=self.settings, warm_start=warm,
                          reweight=self.reweight, polish=self.polish, hinge=self.hinge,
                          progress=self.progress)
         if res.status == INFEASIBLE:
-            raise NettrimError(self._infeasible(job, eps, res))
+            raise NettrimError(self._infeasible(job, ball, res))
         info = {"gap": gap, "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
                 "hinge": self.hinge and job.spec.relu, "hinge_residual": res.hinge_residual,
                 "tolerance": res.tolerance, "solver_seconds": res.seconds,
                 "constraints_hold": res.within}
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
-                            status=res.status, iterations=res.iterations, epsilon=eps, info=info)
+                            status=res.status, iterations=res.iterations, epsilon=res.epsilon, info=info)
 
-    def _infeasible(self, job: LayerJob, eps: float, res) -> str:
+    def _infeasible(self, job: LayerJob, ball, res) -> str:
         """The one-line error for a logits layer whose least-squares fit misses its ball(s)."""
         name = job.spec.name
-        if not self.per_neuron:
-            need = res.discrepancy / (eps / self.kappa) if job.last else float("nan")
-            return (f"layer '{name}' is infeasible: eps = {eps:.4g} but the best least-squares "
+        if not job.in_layers(self.per_neuron):
+            need = res.discrepancy / (ball / self.kappa) if job.last else float("nan")
+            return (f"layer '{name}' is infeasible: eps = {ball:.4g} but the best least-squares "
                     f"fit misses by {res.discrepancy:.4g}; raise kappa to at least {need:.3f} "
                     f"(or epsilon)")
-        radii = split_budget(eps, job.Y.double(), job.active)
-        ratio = res.per_neuron_discrepancy.double() / radii.clamp_min(1e-30)
+        radii = ball if isinstance(ball, torch.Tensor) else split_budget(ball, job.Y.double(), job.active)
+        ratio = res.per_neuron_discrepancy.double() / radii.double().clamp_min(1e-30)
         m = int(ratio.argmax())
         return (f"layer '{name}' is infeasible with one ball per neuron: the best least-squares "
                 f"fit of neuron {m} misses by {float(ratio[m]):.3g} times its radius; raise this "
-                f"layer's eps by that factor (epsilon, or its layer_epsilon floor) or drop "
+                f"layer's eps by that factor (epsilon, kappa or its layer_epsilon floor) or drop "
                 f"per_neuron")
