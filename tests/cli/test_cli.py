@@ -110,11 +110,13 @@ def test_compare_quick_grid_writes_every_cell_and_the_plots(checkpoint, tmp_path
     sparsity and timings; thresholding exact, Net-Trim at or below its count and saying how."""
     rc = main(["--no-progress", "compare", "--checkpoint", str(checkpoint), "--quick",
                "--methods", "threshold,lobs,nettrim", "--hidden-only", "--retrain-epochs", "0",
-               "--out", str(tmp_path)])
+               "--per-neuron", "--out", str(tmp_path)])
     assert rc == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png")
     result = json.loads((tmp_path / "compare.json").read_text())
     cells = {(c["method"], c["target_sparsity"]): c for c in result["cells"]}
+    assert result["options"]["nettrim"]["per_neuron"] is True  # the quick preset's, plus the flag
+    assert result["options"]["nettrim"]["settings"]["max_iterations"] == 1000
     assert set(cells) == {(m, s) for m in ("threshold", "lobs", "nettrim") for s in (0.5, 0.9)}
     for (method, s), c in cells.items():
         assert c["prune_seconds"] >= 0 and c["total_seconds"] >= c["prune_seconds"]

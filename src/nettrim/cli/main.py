@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
     p.add_argument("--hidden-only", action="store_true", help="leave the logits layer dense")
     p.add_argument("--quick", action="store_true", help="small preset for CI-sized checks")
+    p.add_argument("--per-neuron", action="store_true",
+                   help="Net-Trim: one ball per neuron in every pruned layer (better at 90-95 %%)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
 
@@ -210,11 +212,23 @@ def _compare(args, progress: bool) -> None:
                          retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
                          mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
                          retrain_subset=preset["retrain_subset"], retrain_lr=args.retrain_lr,
-                         options=preset.get("options"),
+                         options=_compare_options(preset, args.per_neuron),
                          progress=progress)
     paths = cmp.write(result, args.out)
     print(cmp.table(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _compare_options(preset: dict, per_neuron: bool) -> dict | None:
+    """The preset's per-method options, with Net-Trim's ``per_neuron`` switched on if asked."""
+    from ..experiments.compare import DEFAULT_OPTIONS
+
+    options = preset.get("options")
+    if not per_neuron:
+        return options
+    options = dict(DEFAULT_OPTIONS if options is None else options)
+    options["nettrim"] = dict(options.get("nettrim", {}), per_neuron=True)
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,16 +72,18 @@ def compare(model, dataset, methods, sparsities, *, samples=2000, retrain_epochs
     if retrain_subset:
         x, y = subset(x, y, min(retrain_subset, len(x)), seed=seed)
     xs, _ = subset(x, y, min(samples, len(x)), seed=seed)
+    options = DEFAULT_OPTIONS if options is None else options
     cells = []
     grid = [(m, s) for m in methods for s in sparsities]
     for method, sparsity in tqdm(grid, desc="compare", disable=not progress):
         cells.append(run_cell(model, method, sparsity, xs, (x, y, xt, yt), mode=mode, layers=layers,
                               retrain_epochs=retrain_epochs, seed=seed,
-                              options=DEFAULT_OPTIONS if options is None else options,
+                              options=options,
                               retrain_lr=retrain_lr))
     return {"dataset": dataset, "samples": int(xs.shape[0]), "mode": mode, "layers": layers,
             "dense_accuracy": evaluate(model, xt, yt), "retrain_epochs": retrain_epochs,
-            "retrain_lr": retrain_lr, "cells": cells}
+            "retrain_lr": retrain_lr, "options": {m: options.get(m, {}) for m in methods},
+            "cells": cells}
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -6,6 +6,7 @@ file at the destination is left as it was.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..errors import require
 
@@ -38,7 +40,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Plain-Python copy of ``obj`` (numpy scalars/arrays, tuples, Paths); NaN/Inf become None."""
+    """Plain-Python copy of ``obj`` (numpy scalars/arrays, tuples, sets, Paths, dataclasses such
+    as ADMMSettings, torch dtypes); NaN/Inf become None."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, (set, frozenset)):
+        return sorted(_jsonable(v) for v in obj)
+    if isinstance(obj, torch.dtype):
+        return str(obj)
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
