@@ -15,13 +15,13 @@ Prints a table and writes benchmarks/results/fixed_sparsity_errors.json. Run:
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from nettrim import NettrimError, prune
+from common import machine, run
+from nettrim import prune
 from nettrim.capture import trace_layers
 from nettrim.data import load_dataset, subset
 from nettrim.experiments.compare import DEFAULT_OPTIONS
@@ -81,13 +81,9 @@ def main() -> None:
     write_json_atomic(args.out, {"checkpoint": str(args.checkpoint), "arch": info["arch"],
                                  "dataset": args.dataset, "sparsity": args.sparsity,
                                  "samples": len(xs), "layers": layers, "rows": rows,
-                                 "machine": platform.processor() or platform.machine(),
-                                 "threads": torch.get_num_threads()})
+                                 **machine()})
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except NettrimError as exc:  # a missing checkpoint or dataset: one line, no output file
-        raise SystemExit(f"error: {exc}")
+    run(main)

@@ -14,13 +14,12 @@ Prints a table and writes benchmarks/results/lenet5_frontier.json. Run:
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
-import torch
 
-from nettrim import NettrimError, prune
+from common import machine, run
+from nettrim import prune
 from nettrim.data import load_dataset, subset
 from nettrim.models import evaluate, finetune, load_checkpoint
 from nettrim.report import write_json_atomic
@@ -101,13 +100,9 @@ def main() -> None:
           f"full test {best['test'] - dense['test']:+.2f}")
     write_json_atomic(args.out, {"checkpoint": str(args.checkpoint), "arch": info["arch"],
                                  "samples": args.samples, "dense": dense, "rows": rows,
-                                 "chosen": best, "machine": platform.processor() or platform.machine(),
-                                 "threads": torch.get_num_threads()})
+                                 "chosen": best, **machine()})
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except NettrimError as exc:  # a missing checkpoint or dataset: one line, no output file
-        raise SystemExit(f"error: {exc}")
+    run(main)
