@@ -17,7 +17,6 @@ import argparse
 import time
 from pathlib import Path
 
-
 from common import machine, run
 from nettrim import prune
 from nettrim.data import load_dataset, subset
