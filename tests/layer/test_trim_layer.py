@@ -119,6 +119,34 @@ def test_infeasible_last_layer_is_reported():
     assert res.status == "infeasible" and res.discrepancy > 1e-3 * float(Y.norm())
 
 
+def test_given_per_neuron_radii_are_met_neuron_by_neuron():
+    """epsilon as an (M,) tensor of radii: the split of a float eps, given explicitly, solves
+    the same program; uneven radii bound each neuron's discrepancy."""
+    from nettrim.layer import split_budget
+
+    X, Z = teacher(5)
+    Y = torch.relu(Z)
+    eps = 0.1 * float(Y.norm())
+    same = trim_layer(X, Y, split_budget(eps, Y, Y > 0), per_neuron=True, settings=F64)
+    split = trim_layer(X, Y, eps, per_neuron=True, settings=F64)
+    torch.testing.assert_close(same.weight, split.weight)
+    assert same.epsilon == pytest.approx(eps)
+    radii = torch.tensor([0.02, 0.05, 0.1, 0.2, 0.3], dtype=torch.float64) * (Y * (Y > 0)).norm(dim=0)
+    res = trim_layer(X, Y, radii, per_neuron=True, settings=F64)
+    assert res.status == "solved"
+    assert bool((res.per_neuron_discrepancy.double() <= radii * (1 + res.tolerance) + 1e-9).all())
+
+
+@pytest.mark.parametrize("radii, per_neuron, match", [
+    (torch.ones(2), False, "needs per_neuron=True"),
+    (torch.ones(3), True, r"shape \(M,\) = \(2,\)"),
+    (torch.tensor([1.0, -1.0]), True, ">= 0"),
+])
+def test_bad_radii_get_one_line_error(radii, per_neuron, match):
+    with pytest.raises(NettrimError, match=match):
+        trim_layer(torch.randn(10, 4), torch.rand(10, 2), radii, per_neuron=per_neuron)
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(epsilon=0.0), "epsilon"),
     (dict(epsilon=-1.0), "epsilon"),
