@@ -61,7 +61,9 @@ def prune(
         per_neuron: split the budget per neuron (independent problems, eps_m = eps ||y_m|| /
             ||Y||_F): True for every layer, or the names of the layers to split (e.g. the
             hidden layers, leaving the logits layer one ball, which a lossy pruned input can
-            make infeasible per neuron).
+            make infeasible per neuron). Tight per-neuron balls converge more slowly: a solve
+            may stop at the iteration cap with some neuron a little outside its ball, which
+            the report says (status, ``info["constraints_hold"]``).
         reweight: rounds of reweighted l1 after the first solve (sparser at equal eps).
         polish: debias each layer on its support, staying feasible (same sparsity, smaller
             discrepancy; see ``nettrim.layer.polish``).
