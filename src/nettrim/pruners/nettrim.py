@@ -72,7 +72,8 @@ class NetTrimMethod:
         """Per-neuron radii (M,) for a later cascade layer split per neuron: the cascade rule
         neuron by neuron, eps_m = kappa max(sqrt(gamma) gap_m, layer_epsilon[l] ||y_m||_Omega),
         so that the original W_l stays feasible for every neuron (a split in proportion to
-        ||y_m|| would not). Their root sum of squares is at most the layer's eps."""
+        ||y_m|| would not). Their root sum of squares is the layer's cascade eps without a
+        floor, and at least it with one; it is the eps the report and the bounds use."""
         Y, active = job.Y.double(), job.active
         own = (self.layer_epsilon or {}).get(job.spec.name) or 0.0
         gaps = ((job.Z.double() - Y) * active).norm(dim=0)

@@ -153,7 +153,8 @@ def _bound(mode: str, reports: list[LayerReport], original: nn.Module, pruned: n
     if mode == "cascade":
         norms = [spectral_norm(original.get_submodule(r.name).weight) for r in reports]
         hinge = [bool(r.info.get("hinge", False)) for r in reports]
-        if settings.get("layer_epsilon") or any(hinge):  # tolerances not gamma gap_l^2, or hinge
+        # tolerances not exactly gamma gap_l^2 (floors, per-neuron radii), or hinge layers
+        if settings.get("layer_epsilon") or settings.get("per_neuron") or any(hinge):
             gaps = [float(r.info.get("gap", 0.0)) for r in reports]
             return cascade_bound_measured(eps, gaps, norms[1:], hinge)
         return cascade_bound(eps[0], float(settings.get("gamma", 1.0)), norms[1:],
