@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-only", action="store_true", help="leave the logits layer dense")
     p.add_argument("--quick", action="store_true", help="small preset for CI-sized checks")
     p.add_argument("--per-neuron", action="store_true",
-                   help="Net-Trim: one ball per neuron in every pruned layer (better at 90-95 %%)")
+                   help="Net-Trim: one ball per neuron in every pruned layer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
 
