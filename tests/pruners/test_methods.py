@@ -89,3 +89,13 @@ def test_counts_match_another_methods_layers():
 def test_bad_requests_get_one_line_errors(kwargs, match):
     with pytest.raises(NettrimError, match=match):
         prune(teacher_net(), inputs(), progress=False, **kwargs)
+
+
+def test_no_fitting_solve_falls_back_to_the_nearest_count_from_above():
+    """When no solve fits, the one to threshold is the sparsest with at least k non-zeros, not
+    the largest-eps one (which may have stopped at its cap far below k); else the densest."""
+    from nettrim.pruners.baselines import _nearest_from_above
+
+    tried = [(0.3, 50, "a", False), (0.1, 120, "b", False), (0.05, 200, "c", False)]
+    assert _nearest_from_above(tried, 100)[2] == "b"
+    assert _nearest_from_above(tried, 500)[2] == "c"

@@ -88,8 +88,9 @@ class NetTrimAtSparsity(_Target):
     active set; cascade: relu(W^T X_hat) with ``relax_slack``, else W^T X_hat), so the original
     weights are always feasible. A solve "fits" when its constraints hold (converged or not)
     and it has at most k non-zeros; the fitting solve with the smallest eps is kept. If no solve
-    fits, or the solves run out below 0.95 k and thresholding does better (see ``_settle``), the
-    nearest solve above is hard-thresholded to k and the outcome says so
+    fits (then the solve nearest k from above), or the solves run out below 0.95 k and
+    thresholding does better (see ``_settle``), the nearest solve above is hard-thresholded
+    to k and the outcome says so
     (``info["thresholded"]``).
     """
 
@@ -120,7 +121,10 @@ class NetTrimAtSparsity(_Target):
             if below is not None and below[1] >= 0.95 * k:
                 break
             g = _next_eps(below, above, k, bisect=len(tried) >= 2 and tried[-1][3] == tried[-2][3])
-        g, nnz, res, w, b, thresholded = _settle(job, k, *_bracket(tried))
+        below, above = _bracket(tried)
+        if below is None:  # nothing fits: threshold the solve nearest the count from above
+            above = _nearest_from_above(tried, k)
+        g, nnz, res, w, b, thresholded = _settle(job, k, below, above)
         return LayerOutcome(w, b, status=res.status, iterations=res.iterations, epsilon=g * norm,
                             info={"relative_epsilon": g, "thresholded": thresholded,
                                   "hinge": self.hinge and job.spec.relu,
@@ -142,6 +146,15 @@ def _settle(job: LayerJob, k: int, below, above):
 
 def _response_error(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None) -> float:
     return float((job.responses(w, b)[1] - job.Y).norm())
+
+
+def _nearest_from_above(tried, k: int):
+    """The solve with the fewest non-zeros that still has at least k (else the densest one):
+    the fallback to threshold when no solve fits, so that the layer keeps k non-zeros when
+    any solve had that many (the largest-eps solve may have stopped at its iteration cap with
+    far fewer)."""
+    enough = [t for t in tried if t[1] >= k]
+    return min(enough, key=lambda t: t[1]) if enough else max(tried, key=lambda t: t[1])
 
 
 def _bracket(tried):
