@@ -139,26 +139,28 @@ def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> N
         require(0 < sparsity < 1, f"sparsity must lie in (0, 1), got {sparsity}")
 
 
+def _check_layer_names(model, inputs, names, option: str) -> None:
+    """One line naming the option's names that are no prunable layer of ``model``."""
+    prunable = [s.name for s in trace_layers(model, inputs[:2])]
+    unknown = sorted(set(names) - set(prunable))
+    require(not unknown, f"{option} names no prunable layer {', '.join(unknown)}; "
+                         f"prunable layers: {', '.join(prunable)}")
+
+
 def _per_neuron_choice(model, inputs, per_neuron) -> bool | frozenset[str]:
     """``per_neuron`` as True/False or the frozenset of (checked) layer names it names."""
     if isinstance(per_neuron, bool):
         return per_neuron
     require(not isinstance(per_neuron, str) and all(isinstance(n, str) for n in per_neuron),
             f"per_neuron must be True/False or a list of layer names, got {per_neuron!r}")
-    names = [s.name for s in trace_layers(model, inputs[:2])]
-    unknown = sorted(set(per_neuron) - set(names))
-    require(not unknown, f"per_neuron names no prunable layer {', '.join(unknown)}; "
-                         f"prunable layers: {', '.join(names)}")
+    _check_layer_names(model, inputs, per_neuron, "per_neuron")
     return frozenset(per_neuron)
 
 
 def _validate_layer_epsilon(model, inputs, layer_epsilon) -> None:
     if not layer_epsilon:
         return
-    names = [s.name for s in trace_layers(model, inputs[:2])]
-    unknown = sorted(set(layer_epsilon) - set(names))
-    require(not unknown, f"layer_epsilon names no prunable layer {', '.join(unknown)}; "
-                         f"prunable layers: {', '.join(names)}")
+    _check_layer_names(model, inputs, layer_epsilon, "layer_epsilon")
     for name, value in layer_epsilon.items():
         require(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
                 f"layer_epsilon[{name!r}] must be a positive number, got {value!r}")
