@@ -28,7 +28,7 @@ from pathlib import Path
 from common import machine, run
 from nettrim import prune
 from nettrim.data import load_dataset, subset
-from nettrim.models import evaluate, load_checkpoint, masks_from_model, train
+from nettrim.models import evaluate, finetune, load_checkpoint
 from nettrim.report import write_json_atomic
 
 BEST_95 = dict(method="nettrim", mode="cascade", epsilon=0.30, reweight=3, hinge=True,
@@ -38,8 +38,8 @@ BEST_95 = dict(method="nettrim", mode="cascade", epsilon=0.30, reweight=3, hinge
 def retrain(pruned, data, test, epochs: int) -> dict:
     """Masked retraining of a copy of ``pruned`` for ``epochs``; test accuracy and seconds."""
     model = copy.deepcopy(pruned)
-    log = train(model, *data, epochs=epochs, lr=1e-3, schedule="cosine", seed=0,
-                masks=masks_from_model(model), progress=False)
+    log = finetune(model, *data, epochs=epochs, lr=1e-3, schedule="cosine", seed=0,
+                   progress=False)
     return {"epochs": epochs, "accuracy": evaluate(model, *test), "seconds": log.total_seconds}
 
 

@@ -94,7 +94,8 @@ def test_finetune_keeps_zeros_and_recovers_accuracy(blob_data):
     prune_smallest(model, 0.8)
     masks = masks_from_model(model)
     pruned_acc, nnz = evaluate(model, xt, yt), count_nonzero(model)["nonzero"]
-    log = finetune(model, x, y, epochs=2, lr=1e-3, weight_decay=1e-4, progress=False)
+    log = finetune(model, x, y, epochs=2, lr=1e-3, weight_decay=1e-4, progress=False,
+                   schedule="cosine")
     assert log.loss[-1] < log.loss[0]
     params = dict(model.named_parameters())
     for name, keep in masks.items():

@@ -170,13 +170,15 @@ def _train_epoch(model, x, y, opt, pairs, gen, batch_size, dev, log: TrainLog, b
 def finetune(model: nn.Module, images, labels, *, epochs: int = 1,
              masks: dict[str, torch.Tensor] | None = None, lr: float = 1e-4,
              batch_size: int = 128, weight_decay: float = 0.0, optimizer: str = "adam",
-             momentum: float = 0.9, seed: int = 0, progress: bool = True, device=None) -> TrainLog:
+             momentum: float = 0.9, seed: int = 0, progress: bool = True, device=None,
+             schedule: str = "constant") -> TrainLog:
     """Fine-tune a pruned model keeping its zeros: :func:`train` with ``masks`` defaulting to
-    :func:`masks_from_model` (every zero weight/bias of a Linear/Conv2d layer stays zero)."""
+    :func:`masks_from_model` (every zero weight/bias of a Linear/Conv2d layer stays zero).
+    ``schedule`` as in :func:`train` ("cosine" anneals to zero: for longer retraining)."""
     masks = masks_from_model(model) if masks is None else masks
     return train(model, images, labels, epochs=epochs, batch_size=batch_size, lr=lr,
                  weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, seed=seed,
-                 progress=progress, masks=masks, device=device)
+                 progress=progress, masks=masks, device=device, schedule=schedule)
 
 
 @torch.no_grad()
