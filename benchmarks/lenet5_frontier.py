@@ -1,7 +1,7 @@
 """Benchmark: the Net-Trim frontier of LeNet-5 on MNIST, settings chosen on held-out data.
 
 Each setting (cascade, hinge program, relaxed slack, reweighted l1, per-layer floors) prunes
-the checkpoint on 2,000 training images (4,000 or 6,000 for some of them). The MNIST test set is split in two: the first 5,000
+the checkpoint on 2,000 training images (4,000, 6,000 or 8,000 for some of them). The MNIST test set is split in two: the first 5,000
 images choose the setting (the "selection" half), the last 5,000 judge it (the "held-out"
 half); the full-set figure is printed too. The chosen setting is the sparsest whose drop on
 the selection half is within ``--budget`` points, else the one with the smallest drop among
@@ -24,7 +24,7 @@ from nettrim.models import evaluate, finetune, load_checkpoint
 from nettrim.report import write_json_atomic
 
 # (first-layer eps, floors for conv2 / fc1 / fc2 / fc3 by layer name, reweighting rounds,
-# pruning images; None = --samples)
+# pruning images (None = --samples)[, layers with one ball per neuron])
 SETTINGS = [
     (0.1, {"3": 0.1, "7": 0.1, "9": 0.1, "11": 0.04}, 3, None),
     (0.1, {"3": 0.12, "7": 0.12, "9": 0.1, "11": 0.04}, 3, None),
@@ -37,18 +37,23 @@ SETTINGS = [
     (0.05, {"3": 0.1, "7": 0.12, "9": 0.08, "11": 0.03}, 4, 4000),
     (0.05, {"3": 0.1, "7": 0.13, "9": 0.08, "11": 0.03}, 4, 4000),
     (0.05, {"3": 0.1, "7": 0.12, "9": 0.08, "11": 0.03}, 3, 6000),
+    (0.05, {"3": 0.1, "7": 0.12, "9": 0.08, "11": 0.03}, 3, 8000),
+    (0.05, {"3": 0.1, "7": 0.12, "9": 0.08, "11": 0.03}, 4, 8000),
+    (0.05, {"3": 0.1, "7": 0.13, "9": 0.08, "11": 0.03}, 4, 8000),
+    (0.05, {"3": 0.1, "7": 0.12, "9": 0.08, "11": 0.03}, 3, 8000, ("7", "9")),
+    (0.05, {"3": 0.1, "7": 0.13, "9": 0.08, "11": 0.03}, 3, 8000, ("7", "9")),
 ]
 
 
-def measure(model, xs, data, eps, floors, reweight, finetune_epochs):
+def measure(model, xs, data, eps, floors, reweight, finetune_epochs, per_neuron=()):
     """Prune with one setting; accuracies on both halves and the full test set."""
     x, y, halves = data
     t0 = time.perf_counter()
     res = prune(model, xs, epsilon=eps, reweight=reweight, hinge=True, relax_slack=True,
-                layer_epsilon=floors, progress=False)
+                layer_epsilon=floors, per_neuron=list(per_neuron) or False, progress=False)
     seconds = time.perf_counter() - t0
     row = {"epsilon": eps, "floors": floors, "reweight": reweight, "images": len(xs),
-           "seconds": seconds,
+           "per_neuron": list(per_neuron), "seconds": seconds,
            "removed": res.report.sparsity,
            "kept": {r.name: r.kept_fraction for r in res.report.layers},
            **{name: evaluate(res.model, xv, yv) for name, (xv, yv) in halves.items()}}
@@ -86,11 +91,14 @@ def main() -> None:
     print(f"dense: selection {dense['selection']:.2f}, held-out {dense['held_out']:.2f}, "
           f"test {dense['test']:.2f}", flush=True)
     rows = []
-    for eps, floors, reweight, samples in SETTINGS:
+    for eps, floors, reweight, samples, *per_neuron in SETTINGS:
         xs, _ = subset(x, y, samples or args.samples, seed=0)
-        rows.append(measure(model, xs, (x, y, halves), eps, floors, reweight, args.finetune_epochs))
+        split = per_neuron[0] if per_neuron else ()
+        rows.append(measure(model, xs, (x, y, halves), eps, floors, reweight,
+                            args.finetune_epochs, split))
         r = rows[-1]
-        print(f"eps {eps}, reweight {reweight}, floors {floors}, {len(xs)} images: removed {100 * r['removed']:.2f} %, selection "
+        print(f"eps {eps}, reweight {reweight}, floors {floors}, {len(xs)} images"
+              f"{', per neuron ' + ','.join(split) if split else ''}: removed {100 * r['removed']:.2f} %, selection "
               f"{r['selection'] - dense['selection']:+.2f}, held-out "
               f"{r['held_out'] - dense['held_out']:+.2f}, test {r['test']:.2f} "
               f"({r['test'] - dense['test']:+.2f}), fine-tuned {r.get('finetuned', float('nan')):.2f}, "
