@@ -18,14 +18,12 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from common import machine, run
 from nettrim import prune
 from nettrim.capture import trace_layers
 from nettrim.data import load_dataset, subset
 from nettrim.experiments.compare import DEFAULT_OPTIONS
-from nettrim.models import load_checkpoint
+from nettrim.models import evaluate, load_checkpoint, predict
 from nettrim.report import write_json_atomic
 
 VARIANTS = {
@@ -37,8 +35,7 @@ VARIANTS = {
 
 def logit_errors(dense, pruned, x) -> dict:
     """Relative logit error, and agreement of the predicted classes, on images x."""
-    with torch.no_grad():
-        f, g = dense(x), pruned(x)
+    f, g = predict(dense, x), predict(pruned, x)
     return {"relative_logit_error": float((g - f).norm() / f.norm()),
             "agreement": float((g.argmax(1) == f.argmax(1)).double().mean())}
 
@@ -48,9 +45,8 @@ def measure(model, xs, test, layers, sparsity, options) -> dict:
     t0 = time.perf_counter()
     res = prune(model, xs, sparsity=sparsity, layers=layers, progress=False, **options)
     seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        accuracy = float((res.model(xt).argmax(1) == yt).double().mean()) * 100
-    return {"removed": res.report.sparsity, "accuracy": accuracy, "seconds": seconds,
+    return {"removed": res.report.sparsity, "accuracy": evaluate(res.model, xt, yt),
+            "seconds": seconds,
             "pruning_images": logit_errors(model, res.model, xs),
             "test": logit_errors(model, res.model, xt)}
 
@@ -64,7 +60,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fixed_sparsity_errors.json"))
     args = ap.parse_args()
     model, info = load_checkpoint(args.checkpoint)
-    model.eval()
     x, y = load_dataset(args.dataset, "train")
     test = load_dataset(args.dataset, "test")
     xs, _ = subset(x, y, args.samples, seed=0)

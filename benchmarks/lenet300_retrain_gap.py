@@ -62,7 +62,6 @@ def main() -> None:
                     help="retraining budgets, e.g. 1,5,15")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lenet300_retrain_gap.json"))
     args = ap.parse_args()
-    budgets = args.epochs
     model, info = load_checkpoint(args.checkpoint)
     data, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     xs, _ = subset(*data, args.samples, seed=0)
@@ -78,17 +77,17 @@ def main() -> None:
           f"{100 * trimmed.report.sparsity:.2f} % removed, Net-Trim in {prune_seconds:.1f} s",
           flush=True)
     print(f"{'start':<10} {'removed':>8} {'no retraining':>14} "
-          + " ".join(f"{f'{e} epochs':>14}" for e in budgets), flush=True)
+          + " ".join(f"{f'{e} epochs':>14}" for e in args.epochs), flush=True)
     for name, res in starts.items():
         row = rows[name] = {"removed": res.report.sparsity,
                             "accuracy": evaluate(res.model, *test),
-                            "retrained": [retrain(res.model, data, test, e) for e in budgets]}
+                            "retrained": [retrain(res.model, data, test, e) for e in args.epochs]}
         print(f"{name:<10} {100 * row['removed']:>7.2f}% {row['accuracy']:>13.2f}% "
               + " ".join(f"{r['accuracy']:>7.2f}% {r['seconds']:>4.0f}s" for r in row["retrained"]),
               flush=True)
     write_json_atomic(args.out, {"checkpoint": str(args.checkpoint), "arch": info["arch"],
                                  "dense_accuracy": dense, "samples": len(xs),
-                                 "setting": {k: v for k, v in BEST_95.items()},
+                                 "setting": BEST_95,
                                  "prune_seconds": prune_seconds, "counts": counts,
                                  "rows": rows, **machine()})
     print(f"wrote {args.out}")
