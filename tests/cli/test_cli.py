@@ -128,3 +128,47 @@ def test_compare_quick_grid_writes_every_cell_and_the_plots(checkpoint, tmp_path
             assert c["achieved_sparsity"] == pytest.approx(s, abs=0.01)
     assert cells[("lobs", 0.9)]["accuracy"] > cells[("threshold", 0.9)]["accuracy"]
     assert "nettrim" in capsys.readouterr().out
+
+
+def test_compare_matched_to_nettrim_counts(checkpoint, tmp_path, capsys):
+    """`nettrim compare --epsilon`: Net-Trim at each eps, the rivals at its per-layer counts
+    (thresholding exactly; cleanup of dead units may only remove more)."""
+    rc = main(["--no-progress", "compare", "--checkpoint", str(checkpoint), "--quick",
+               "--methods", "threshold,lobs,nettrim", "--hidden-only", "--retrain-epochs", "0",
+               "--epsilon", "0.05,0.2", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert result["matched_to"] == "nettrim" and result["epsilons"] == [0.05, 0.2]
+    cells = {(c["method"], c["epsilon"]): c for c in result["cells"]}
+    assert set(cells) == {(m, e) for m in ("threshold", "lobs", "nettrim") for e in (0.05, 0.2)}
+    for eps in (0.05, 0.2):
+        ref = cells[("nettrim", eps)]["layer_nonzeros"]
+        assert cells[("threshold", eps)]["layer_nonzeros"]["1"] == ref["1"]
+        for rival in ("threshold", "lobs"):
+            cell = cells[(rival, eps)]
+            assert cell["matched_to"] == "nettrim" and cell["target_sparsity"] is None
+            # removing a unit left with no outgoing weights (or none incoming) takes its other
+            # side's weights too, so a rival may end a little below the count, never above
+            assert all(0.95 * ref[k] <= v <= ref[k] for k, v in cell["layer_nonzeros"].items())
+    # a larger eps buys a sparser network
+    assert cells[("nettrim", 0.2)]["achieved_sparsity"] > cells[("nettrim", 0.05)]["achieved_sparsity"]
+    assert "nettrim's counts (eps 0.2)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "threshold,lobs", "--epsilon", "0.1"], "needs 'nettrim' among the methods"),
+    (["--epsilon", "0.1,-1"], "epsilon must be a positive number"),
+    (["--epsilon", "0.1,x"], "--epsilon must be comma-separated numbers"),
+])
+def test_compare_matched_bad_input(checkpoint, tmp_path, capsys, argv, message):
+    rc = main(["--no-progress", "compare", "--checkpoint", str(checkpoint), "--quick",
+               "--out", str(tmp_path / "out"), *argv])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_takes_a_sparsity_or_an_epsilon_not_both(checkpoint, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["compare", "--checkpoint", str(checkpoint), "--sparsity", "0.5", "--epsilon", "0.1"])

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--checkpoint", type=Path, default=None, help="use this model instead of a cached one")
     p.add_argument("--methods", default="nettrim,threshold,dc,lobs")
-    p.add_argument("--sparsity", default=None, help="comma-separated, e.g. 0.5,0.7,0.8,0.9,0.95")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--sparsity", default=None, help="comma-separated, e.g. 0.5,0.7,0.8,0.9,0.95")
+    target.add_argument("--epsilon", default=None, metavar="EPS,...",
+                        help="Net-Trim at each relative eps, the other methods at its per-layer "
+                             "counts (the Net-Trim papers' protocol), e.g. 0.1,0.25")
     p.add_argument("--retrain-epochs", type=int, default=None)
     p.add_argument("--retrain-lr", type=float, default=1e-3, help="Adam learning rate of the masked retraining")
     p.add_argument("--samples", type=int, default=None)
@@ -198,7 +202,10 @@ def _compare(args, progress: bool) -> None:
         model, _ = wf.load_or_train(cache, args.model, args.dataset, progress=progress,
                                     epochs=preset["train_epochs"], data_dir=args.data_dir)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    sparsities = _parse_floats(args.sparsity, "--sparsity") if args.sparsity else list(preset["sparsities"])
+    epsilons = _parse_floats(args.epsilon, "--epsilon") if args.epsilon else None
+    sparsities = None
+    if epsilons is None:
+        sparsities = _parse_floats(args.sparsity, "--sparsity") if args.sparsity else list(preset["sparsities"])
     layers = None
     if args.hidden_only:
         from ..capture import trace_layers
@@ -207,7 +214,7 @@ def _compare(args, progress: bool) -> None:
 
         specs = trace_layers(model, torch.zeros(2, *DATASETS[args.dataset].shape))
         layers = [s.name for s in specs[:-1]]
-    result = cmp.compare(model, args.dataset, methods, sparsities,
+    result = cmp.compare(model, args.dataset, methods, sparsities, epsilons=epsilons,
                          samples=args.samples or preset["samples"],
                          retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
                          mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,

@@ -3,6 +3,7 @@ without masked retraining; one JSON of every cell and the plots."""
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -36,17 +37,24 @@ FULL = dict(samples=2000, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95), retrain_epochs=
             train_epochs=None, retrain_subset=None)
 
 
-def run_cell(model, method, sparsity, xs, data, *, mode, layers, retrain_epochs, seed, options,
+def run_cell(model, method, target, xs, data, *, mode, layers, retrain_epochs, seed, options,
              retrain_lr=1e-3):
-    """One (method, sparsity) cell: prune, evaluate, retrain with masks, evaluate."""
+    """One cell: prune to ``target``, evaluate, retrain with masks, evaluate.
+
+    ``target`` is ``{"sparsity": s}`` (every pruned layer to a fraction s of zeros),
+    ``{"epsilon": e}`` (Net-Trim's native control, the relative eps) or ``{"counts": {layer:
+    k}}`` (exact non-zero counts per layer, e.g. Net-Trim's, the Net-Trim papers' protocol).
+    """
     x, y, xt, yt = data
     t0 = time.perf_counter()
-    res = prune(model, xs, method=method, mode=mode, sparsity=sparsity, layers=layers,
-                progress=False, **options.get(method, {}))
+    res = prune(model, xs, method=method, mode=mode, layers=layers, progress=False,
+                **target, **options.get(method, {}))
     prune_s = time.perf_counter() - t0
     rep = res.report
-    cell = {"method": method, "target_sparsity": sparsity, "achieved_sparsity": rep.sparsity,
+    cell = {"method": method, "target_sparsity": target.get("sparsity"),
+            "achieved_sparsity": rep.sparsity,
             "layer_kept": {r.name: r.kept_fraction for r in rep.layers},
+            "layer_nonzeros": {r.name: r.nnz_after for r in rep.layers},
             "accuracy": evaluate(res.model, xt, yt), "prune_seconds": prune_s,
             "output_discrepancy": rep.output_error / max(rep.output_norm, 1e-12),
             "statuses": [r.status for r in rep.layers],
@@ -59,31 +67,68 @@ def run_cell(model, method, sparsity, xs, data, *, mode, layers, retrain_epochs,
     return cell
 
 
-def compare(model, dataset, methods, sparsities, *, samples=2000, retrain_epochs=1, mode="cascade",
-            layers=None, seed=0, data_dir=None, retrain_subset=None, options=None, retrain_lr=1e-3,
-            progress=True) -> dict:
-    """The grid of cells; ``model`` is left untouched."""
+def run_matched(run, methods, epsilons, progress=True) -> list[dict]:
+    """The Net-Trim papers' protocol: Net-Trim at each relative eps, then every other method at
+    exactly Net-Trim's per-layer non-zero counts (``run(method, target)`` makes one cell).
+    Each cell records the ``epsilon`` it belongs to and, for the rivals, ``matched_to``."""
+    require("nettrim" in methods, "matching to Net-Trim's counts needs 'nettrim' among the methods")
+    rivals = [m for m in methods if m != "nettrim"]
+    cells = []
+    bar = tqdm(total=len(epsilons) * len(methods), desc="compare", disable=not progress)
+    for eps in epsilons:
+        ref = run("nettrim", {"epsilon": eps})
+        ref["epsilon"] = eps
+        cells.append(ref)
+        bar.update()
+        for method in rivals:
+            cell = run(method, {"counts": dict(ref["layer_nonzeros"])})
+            cell.update(epsilon=eps, matched_to="nettrim")
+            cells.append(cell)
+            bar.update()
+    bar.close()
+    return cells
+
+
+def compare(model, dataset, methods, sparsities=None, *, epsilons=None, samples=2000,
+            retrain_epochs=1, mode="cascade", layers=None, seed=0, data_dir=None,
+            retrain_subset=None, options=None, retrain_lr=1e-3, progress=True) -> dict:
+    """The grid of cells; ``model`` is left untouched.
+
+    With ``sparsities``, every method prunes every chosen layer to each sparsity. With
+    ``epsilons`` instead, Net-Trim prunes at each relative eps and the other methods at its
+    per-layer counts (same size layer by layer, the Net-Trim papers' protocol).
+    """
     for m in methods:
         require(m in METHODS, f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-    for s in sparsities:
+    require((sparsities is None) != (epsilons is None),
+            "give either sparsities or epsilons (Net-Trim's eps, the rivals matched to its counts)")
+    require(len(sparsities or epsilons or ()) > 0, "nothing to compare: no sparsity or epsilon given")
+    for s in sparsities or ():
         require(0 < s < 1, f"sparsity must lie in (0, 1), got {s}")
+    for e in epsilons or ():
+        require(math.isfinite(e) and e > 0, f"epsilon must be a positive number, got {e}")
     x, y = load_dataset(dataset, "train", data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir)
     if retrain_subset:
         x, y = subset(x, y, min(retrain_subset, len(x)), seed=seed)
     xs, _ = subset(x, y, min(samples, len(x)), seed=seed)
     options = DEFAULT_OPTIONS if options is None else options
-    cells = []
-    grid = [(m, s) for m in methods for s in sparsities]
-    for method, sparsity in tqdm(grid, desc="compare", disable=not progress):
-        cells.append(run_cell(model, method, sparsity, xs, (x, y, xt, yt), mode=mode, layers=layers,
-                              retrain_epochs=retrain_epochs, seed=seed,
-                              options=options,
-                              retrain_lr=retrain_lr))
+
+    def run(method, target):
+        return run_cell(model, method, target, xs, (x, y, xt, yt), mode=mode, layers=layers,
+                        retrain_epochs=retrain_epochs, seed=seed, options=options,
+                        retrain_lr=retrain_lr)
+
+    if epsilons is not None:
+        cells = run_matched(run, methods, epsilons, progress)
+    else:
+        grid = [(m, s) for m in methods for s in sparsities]
+        cells = [run(m, {"sparsity": s}) for m, s in tqdm(grid, desc="compare", disable=not progress)]
     return {"dataset": dataset, "samples": int(xs.shape[0]), "mode": mode, "layers": layers,
             "dense_accuracy": evaluate(model, xt, yt), "retrain_epochs": retrain_epochs,
             "retrain_lr": retrain_lr, "options": {m: options.get(m, {}) for m in methods},
-            "cells": cells}
+            "matched_to": "nettrim" if epsilons is not None else None,
+            "epsilons": None if epsilons is None else list(epsilons), "cells": cells}
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -124,8 +169,17 @@ def table(result: dict) -> str:
             "|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
         rt = c.get("accuracy_retrained")
-        rows.append(f"| {c['method']} | {c['target_sparsity']:.2f} | {100 * c['achieved_sparsity']:.1f} | "
+        rows.append(f"| {c['method']} | {target_label(c)} | {100 * c['achieved_sparsity']:.1f} | "
                     f"{c['accuracy']:.2f} | {'-' if rt is None else f'{rt:.2f}'} | "
                     f"{c['prune_seconds']:.1f} | {c['total_seconds']:.1f} |")
     return "\n".join(rows)
 
+
+
+def target_label(cell: dict) -> str:
+    """A cell's target as the table shows it: the sparsity, Net-Trim's eps, or the counts."""
+    if cell.get("target_sparsity") is not None:
+        return f"{cell['target_sparsity']:.2f}"
+    if cell.get("matched_to"):
+        return f"{cell['matched_to']}'s counts (eps {cell['epsilon']:g})"
+    return f"eps {cell['epsilon']:g}"
