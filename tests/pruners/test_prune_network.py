@@ -82,6 +82,42 @@ def test_relaxed_slack_is_no_denser_and_keeps_theorem_2():
     assert relaxed.nnz_after <= paper.nnz_after * 1.02
 
 
+@pytest.mark.parametrize("mode", ["cascade", "parallel"])
+def test_margin_keeps_inactive_units_below_a_fraction_of_their_pre_activation(mode):
+    """margin=theta: on the first layer's inactive entries U^T X <= theta W^T X (< 0), the
+    original weights stay feasible (fewer zeros than margin 0, never an infeasible layer), and
+    the network-level bound still holds (relu(V) is unchanged)."""
+    net, X = small_net(5), data(5)
+    loose = prune(net, X, mode=mode, epsilon=0.1, margin=0.0, settings=F64, progress=False)
+    kept = prune(net, X, mode=mode, epsilon=0.1, margin=0.5, settings=F64, progress=False)
+    assert kept.report.settings["margin"] == 0.5
+    assert [r.status for r in kept.report.layers] == ["solved"] * 3
+    assert kept.report.output_error <= kept.report.bound
+    assert kept.report.nnz_after > loose.report.nnz_after
+    first_orig, first_new = net[0], kept.model[0]
+    with torch.no_grad():
+        Z, Zhat = first_orig(X), first_new(X)
+    off = Z <= 0
+    slack = F64.feasibility_tol * float(Z.norm())
+    assert float((Zhat - 0.5 * Z)[off].clamp_min(0).norm()) <= slack
+    assert float(Zhat[off].max()) < 0  # a margin below zero, not just zero
+    # margin 0 only asks for <= 0: its inactive entries come closer to zero
+    with torch.no_grad():
+        Zloose = loose.model[0](X)
+    assert float(Zloose[off].max()) > float(Zhat[off].max())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(margin=1.5), "margin must lie in [0, 1]"),
+    (dict(margin=-0.1), "margin must lie in [0, 1]"),
+    (dict(margin=0.5, relax_slack=True), "pass one or the other"),
+    (dict(margin=0.5, sparsity=0.5), "epsilon control only"),
+])
+def test_margin_bad_input(kwargs, message):
+    with pytest.raises(NettrimError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        prune(small_net(), data(), progress=False, **kwargs)
+
+
 def test_nested_model_and_passthrough_modules():
     class Block(nn.Module):
         def __init__(self):

@@ -29,6 +29,8 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
                    help="ADMM rel_tol of the reweighting rounds before the last, e.g. 1e-2 (faster)")
     p.add_argument("--polish", action="store_true", help="debias every layer on its support (stays feasible)")
     p.add_argument("--relax-slack", action="store_true", help="cascade V = relu(W^T Xhat)")
+    p.add_argument("--margin", type=float, default=None, metavar="THETA",
+                   help="keep inactive units below THETA x their original pre-activation, in [0, 1]")
     p.add_argument("--hinge", action="store_true",
                    help="hinge program: inactive entries' excess shares the eps ball (sparser)")
     p.add_argument("--layer-epsilon", default=None, metavar="NAME=EPS,...",
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, progress=progress,
             method="nettrim", mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
             kappa=args.kappa, per_neuron=_parse_per_neuron(args.per_neuron), reweight=args.reweight,
-            polish=args.polish, relax_slack=args.relax_slack, hinge=args.hinge,
+            polish=args.polish, relax_slack=args.relax_slack, margin=args.margin, hinge=args.hinge,
             layer_epsilon=_parse_layer_eps(args.layer_epsilon),
             capture=None if args.max_rows is None else {"max_rows": args.max_rows},
             settings=_settings(args))

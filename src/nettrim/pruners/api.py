@@ -34,6 +34,7 @@ def prune(
     polish: bool = False,
     layer_epsilon: dict[str, float] | None = None,
     relax_slack: bool = False,
+    margin: float | None = None,
     hinge: bool = False,
     settings: ADMMSettings | None = None,
     layers: list[str] | None = None,
@@ -75,6 +76,10 @@ def prune(
             the first layer; a floor eps_l >= layer_epsilon[l] ||Y_l||_F for later cascade
             layers (the reported bound then uses the measured cascade recursion).
         relax_slack: cascade V = relu(W^T Xhat) (a larger feasible set, same Theorem 2).
+        margin: theta in [0, 1]: every ReLU layer keeps its inactive entries below theta times
+            their original (negative) pre-activation, V = relu(W^T X) + theta min(W^T X, 0),
+            the first layer included (None: the scheme's V). Fewer zeros at the same eps, but
+            units that were off stay off on unseen inputs more often (see NetTrimMethod).
         hinge: solve the hinge program on ReLU layers: the inactive entries' excess over V
             shares the eps ball instead of being forbidden (sparser at the same eps;
             Proposition 1 still holds, see ``nettrim.layer.problem``).
@@ -87,6 +92,9 @@ def prune(
     """
     _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity)
     _validate_layer_epsilon(model, inputs, layer_epsilon)
+    _validate_margin(margin, relax_slack)
+    require(margin is None or (method == "nettrim" and sparsity is None and not counts),
+            "margin applies to Net-Trim's epsilon control only (not to a sparsity or counts target)")
     per_neuron = _per_neuron_choice(model, inputs, per_neuron)
     require(method == "nettrim" or sparsity is not None or counts,
             f"method {method!r} needs a target: pass sparsity=... (or counts=...)")
@@ -96,7 +104,7 @@ def prune(
         layer_method = NetTrimMethod(mode=mode, epsilon=epsilon, gamma=gamma, kappa=kappa,
                                      per_neuron=per_neuron, reweight=reweight, polish=polish,
                                      layer_epsilon=layer_epsilon, relax_slack=relax_slack,
-                                     hinge=hinge, settings=settings)
+                                     margin=margin, hinge=hinge, settings=settings)
     elif method == "nettrim":
         try:
             layer_method = NetTrimAtSparsity(**target, settings=settings, per_neuron=per_neuron,
@@ -113,13 +121,21 @@ def prune(
                   per_neuron=per_neuron if isinstance(per_neuron, bool) else sorted(per_neuron),
                   reweight=reweight, polish=polish, samples=int(inputs.shape[0]),
                   capture=dict(capture or {}), layer_epsilon=dict(layer_epsilon or {}),
-                  relax_slack=relax_slack, hinge=hinge,
+                  relax_slack=relax_slack, margin=margin, hinge=hinge,
                   feasibility_tol=settings.feasibility_tol,
                   admm={k: str(v) if isinstance(v, torch.dtype) else v
                         for k, v in asdict(settings).items()})
     return run_scheme(model, inputs, layer_method, mode=mode, method_name=method, settings=record,
                       batch_size=batch_size, cleanup=cleanup, progress=progress, layers=layers,
                       capture=capture)
+
+
+def _validate_margin(margin, relax_slack: bool) -> None:
+    if margin is None:
+        return
+    require(isinstance(margin, (int, float)) and 0 <= margin <= 1,
+            f"margin must lie in [0, 1] (a fraction of the original negative pre-activation), got {margin}")
+    require(not relax_slack, "relax_slack is margin=0 on the later cascade layers: pass one or the other")
 
 
 def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> None:

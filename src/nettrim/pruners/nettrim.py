@@ -13,6 +13,16 @@
 * ``relax_slack``: cascade V = relu(W_l^T Xhat) instead of W_l^T Xhat. A larger feasible set
   (the original W_l is still feasible), and Theorem 2 still holds: off Omega,
   relu(U^T Xhat) <= relu(V) = relu(W_l^T Xhat) is all its proof uses.
+* ``margin`` theta in [0, 1]: every ReLU layer's inactive entries are held below
+  V = relu(W_l^T X) + theta min(W_l^T X, 0) (X the layer's inputs, Xhat in cascade), i.e. below
+  theta times their original negative pre-activation, instead of the scheme's default V (0 in
+  parallel and for the first layer; W_l^T Xhat or, with ``relax_slack``, its ReLU in
+  cascade). theta = 1 keeps the original margin below zero, theta = 0 none; ``margin=1`` in
+  cascade is the paper's V = W_l^T Xhat, extended to the first layer. The original weights stay
+  feasible for every theta in [0, 1], and relu(V) is unchanged, so Proposition 1 and
+  Theorems 1-2 hold as before. Why: an inactive unit pushed only to just below zero on the
+  pruning images turns on for some unseen images; keeping its margin costs weights but, on
+  LeNet-300-100 at 95 % removed, buys test accuracy (see the README).
 * ``per_neuron`` (True, or the names of the layers it applies to): one ball per neuron. In
   parallel and for the first layer eps_m = eps_l ||y_m|| / ||Y_l||_F; for a later cascade
   layer the cascade rule neuron by neuron, eps_m = max(sqrt(gamma) gap_m, floor ||y_m||), so
@@ -49,6 +59,7 @@ class NetTrimMethod:
     polish: bool = False
     layer_epsilon: dict[str, float] | None = None
     relax_slack: bool = False
+    margin: float | None = None
     hinge: bool = False
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
@@ -59,14 +70,23 @@ class NetTrimMethod:
         own = (self.layer_epsilon or {}).get(job.spec.name)
         gap = float(((job.Z - job.Y) * job.active).norm())
         if self.mode == "parallel" or job.first:
-            eps, V = (self.epsilon if own is None else own) * target, None
+            eps = (self.epsilon if own is None else own) * target
         else:
             eps = max(math.sqrt(self.gamma) * gap, 0.0 if own is None else own * target)
-            V = (torch.relu(job.Z) if self.relax_slack else job.Z) if job.spec.relu else None
             eps = max(eps, 1e-6 * target)  # pruned input identical to the original: keep eps > 0
         if job.last:
             eps *= self.kappa
-        return eps, V, gap
+        return eps, self.slack(job), gap
+
+    def slack(self, job: LayerJob) -> torch.Tensor | None:
+        """V, the bound on the inactive entries of U^T X (None: zeros); module docstring."""
+        if not job.spec.relu:
+            return None
+        if self.margin is not None:
+            return torch.relu(job.Z) + self.margin * job.Z.clamp(max=0)
+        if self.mode == "parallel" or job.first:
+            return None
+        return torch.relu(job.Z) if self.relax_slack else job.Z
 
     def radii(self, job: LayerJob) -> torch.Tensor:
         """Per-neuron radii (M,) for a later cascade layer split per neuron: the cascade rule
