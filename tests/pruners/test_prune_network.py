@@ -107,6 +107,14 @@ def test_margin_keeps_inactive_units_below_a_fraction_of_their_pre_activation(mo
     assert float(Zloose[off].max()) > float(Zhat[off].max())
 
 
+def test_margin_with_the_hinge_program_keeps_the_bound():
+    net, X = small_net(6), data(6)
+    rep = prune(net, X, epsilon=0.1, margin=1.0, hinge=True, settings=F64, progress=False).report
+    assert [r.status for r in rep.layers] == ["solved"] * 3
+    assert rep.layers[0].response_error <= rep.layers[0].epsilon * (1 + 2 * F64.feasibility_tol)
+    assert rep.output_error <= rep.bound
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(margin=1.5), "margin must lie in [0, 1]"),
     (dict(margin=-0.1), "margin must lie in [0, 1]"),
