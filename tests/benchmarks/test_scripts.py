@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ["fixed_sparsity_errors.py", "lenet300_retrain_gap.py", "lenet5_frontier.py"]
@@ -39,3 +40,31 @@ def test_bad_retraining_budgets_are_rejected_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "expected positive integers" in proc.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def lenet5_frontier():
+    """The frontier script as a module (it imports its neighbour ``common``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import lenet5_frontier as module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def accuracy(correct: int, total: int = 5000) -> float:
+    """A percentage as ``nettrim.models.evaluate`` computes it (a float32 mean)."""
+    return 100.0 * (torch.arange(total) < correct).float().mean().item()
+
+
+def test_selection_counts_a_drop_of_exactly_the_budget_as_within():
+    """25 images of 5,000 is 0.5 points; float32 accuracies make it 0.500005 unrounded."""
+    choose = lenet5_frontier().choose
+    dense = {"selection": accuracy(4938)}
+    edge = {"removed": 0.91, "selection": accuracy(4913)}
+    over = {"removed": 0.95, "selection": accuracy(4912)}
+    safe = {"removed": 0.85, "selection": accuracy(4935)}
+    assert dense["selection"] - edge["selection"] > 0.5
+    assert choose([safe, edge, over], dense, budget=0.5, target=0.9) is edge
+    # nothing within the budget: the smallest drop among those that reach the target
+    assert choose([over, edge], dense, budget=0.1, target=0.9) is edge
