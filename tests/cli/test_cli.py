@@ -161,6 +161,6 @@ def test_compare_matched_to_nettrim_counts(checkpoint, tmp_path, capsys):
     assert "nettrim's counts (eps 0.2)" in capsys.readouterr().out
 
 
-def test_compare_takes_a_sparsity_or_an_epsilon_not_both(checkpoint, tmp_path):
+def test_compare_takes_a_sparsity_or_an_epsilon_not_both(checkpoint):
     with pytest.raises(SystemExit):
         main(["compare", "--checkpoint", str(checkpoint), "--sparsity", "0.5", "--epsilon", "0.1"])
