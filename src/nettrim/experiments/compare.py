@@ -175,7 +175,6 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-
 def target_label(cell: dict) -> str:
     """A cell's target as the table shows it: the sparsity, Net-Trim's eps, or the counts."""
     if cell.get("target_sparsity") is not None:

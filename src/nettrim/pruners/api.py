@@ -92,15 +92,14 @@ def prune(
     """
     _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity)
     _validate_layer_epsilon(model, inputs, layer_epsilon)
-    _validate_margin(margin, relax_slack)
-    require(margin is None or (method == "nettrim" and sparsity is None and not counts),
-            "margin applies to Net-Trim's epsilon control only (not to a sparsity or counts target)")
+    epsilon_control = method == "nettrim" and sparsity is None and not counts
+    _validate_margin(margin, relax_slack, epsilon_control)
     per_neuron = _per_neuron_choice(model, inputs, per_neuron)
     require(method == "nettrim" or sparsity is not None or counts,
             f"method {method!r} needs a target: pass sparsity=... (or counts=...)")
     settings = settings or ADMMSettings()
     target = dict(sparsity=sparsity, counts=dict(counts or {}))
-    if method == "nettrim" and sparsity is None and not counts:
+    if epsilon_control:
         layer_method = NetTrimMethod(mode=mode, epsilon=epsilon, gamma=gamma, kappa=kappa,
                                      per_neuron=per_neuron, reweight=reweight, polish=polish,
                                      layer_epsilon=layer_epsilon, relax_slack=relax_slack,
@@ -130,12 +129,14 @@ def prune(
                       capture=capture)
 
 
-def _validate_margin(margin, relax_slack: bool) -> None:
+def _validate_margin(margin, relax_slack: bool, epsilon_control: bool) -> None:
     if margin is None:
         return
     require(isinstance(margin, (int, float)) and 0 <= margin <= 1,
             f"margin must lie in [0, 1] (a fraction of the original negative pre-activation), got {margin}")
     require(not relax_slack, "relax_slack is margin=0 on the later cascade layers: pass one or the other")
+    require(epsilon_control,
+            "margin applies to Net-Trim's epsilon control only (not to a sparsity or counts target)")
 
 
 def _validate(model, inputs, method, mode, epsilon, gamma, kappa, sparsity) -> None:
