@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nettrim-installed
+DATA := $(VENV)/share/datasets
 
 .PHONY: demo test bench fashion-mnist clean
 
@@ -14,18 +15,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/nettrim demo
 
-test: $(STAMP)
+test: $(STAMP) fashion-mnist
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_lenet300.py
 
-# Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
-fashion-mnist:
-	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+# Fashion-MNIST: Debian's dataset-fashion-mnist, unpacked into the environment (no root needed).
+fashion-mnist: $(STAMP)
+	scripts/install-fashion-mnist $(DATA)
 
 clean:
 	rm -rf $(VENV) runs

@@ -12,7 +12,7 @@ PRESET = replace(depth.QUICK, name="test", sparsities=(0.0, 0.8, 0.9, 0.95), eps
 
 
 @pytest.fixture(scope="module")
-def quick(run_quick):
+def quick(run_quick, fashion_mnist):
     return run_quick(depth, PRESET, "depth")
 
 

@@ -13,8 +13,8 @@ from .registry import TITLES, DatasetInfo, check_split, dataset_info
 
 _IDX_HINT = {
     "mnist": "pass --data-dir with the MNIST IDX files (or omit it to use the bundled copy)",
-    "fashion-mnist": "install it with `make fashion-mnist` (or `apt-get install "
-                     "dataset-fashion-mnist`) or pass --data-dir with the IDX files",
+    "fashion-mnist": "install it with `make fashion-mnist` (into the environment) or `apt-get "
+                     "install dataset-fashion-mnist`, or pass --data-dir with the IDX files",
 }
 _NEEDS = {"cifar10": "the extracted 'python version' archive (cifar-10-batches-py)",
           "svhn": "train_32x32.mat and test_32x32.mat"}
@@ -24,7 +24,7 @@ def _read(name: str, split: str, root: Path | None) -> tuple[np.ndarray, np.ndar
     if name == "mnist" and root is None:
         return readers.read_mnist_zarr(split)
     if name in _IDX_HINT:
-        root = readers.FASHION_DIR if root is None else root
+        root = readers.fashion_mnist_dir() if root is None else root
         return readers.read_idx_dataset(root, split, TITLES[name], _IDX_HINT[name])
     if root is None:
         raise NettrimError(f"{TITLES[name]} has no bundled copy: pass --data-dir with {_NEEDS[name]}")

