@@ -78,3 +78,13 @@ def test_rice_code_is_near_the_entropy_at_95_percent():
     positions = np.flatnonzero(rng.random(200_000) < 0.05)
     code, _ = codec.encode(positions)
     assert 8 * code.size / 200_000 < 0.30
+
+
+def test_sparse_csr_wrapper_computes_the_same_outputs(sparse_model):
+    model = sparse_model("lenet5", 0.9)
+    csr = ex.to_sparse_csr(model)
+    assert sum(isinstance(m, ex.SparseLinear) for m in csr.modules()) == 3
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(csr(x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(csr(x[:1]), model(x[:1]), rtol=1e-5, atol=1e-5)

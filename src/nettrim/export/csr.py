@@ -7,6 +7,7 @@ follows the non-zeros of ``W``. Other layers (convolutions included) stay as the
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -18,7 +19,9 @@ class SparseLinear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
         bias = linear.bias.detach().clone() if linear.bias is not None else None
         self.register_buffer("bias", bias)
 
