@@ -88,3 +88,12 @@ def test_sparse_csr_wrapper_computes_the_same_outputs(sparse_model):
     with torch.no_grad():
         torch.testing.assert_close(csr(x), model(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(csr(x[:1]), model(x[:1]), rtol=1e-5, atol=1e-5)
+
+
+def test_top_level_export_and_load(sparse_model, tmp_path):
+    import nettrim
+
+    model = sparse_model("mlp-60-60", 0.95)
+    info = nettrim.export(model, tmp_path / "m.safetensors")
+    assert info.format == "sparse"
+    assert_same_state(model, nettrim.load(info.path))

@@ -12,11 +12,14 @@ The safetensors files record the architecture (``arch`` and ``arch_kwargs``, as
 ``nettrim.models.build_model`` takes them) and a sha256 of their content
 (:mod:`nettrim.export.container`); ``load(path)`` rebuilds the model from either kind without
 unpickling anything. Every write is atomic, and an existing file is replaced only with
-``force=True``.
+``force=True``. The package itself is callable: ``nettrim.export(model, path)`` is
+:func:`export`.
 """
 from __future__ import annotations
 
 import json
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +131,14 @@ def load(path) -> nn.Module:
     require(not bad, f"{path}: tensors {bad[:3]} have the wrong shape for {meta['arch']!r}")
     model.load_state_dict(tensors, assign=True)  # the stored tensors themselves: dtypes and bits kept
     return model.eval()
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable: ``nettrim.export(model, path, ...)`` is :func:`export`, while
+    ``nettrim.export.load`` and the submodules stay reachable as attributes."""
+
+    def __call__(self, *args, **kwargs) -> ExportInfo:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
