@@ -2,7 +2,10 @@
 from .errors import NettrimError
 from .layer import ADMMSettings, LayerResult, trim_layer
 from .pruners import PruneReport, PruneResult, prune
+from . import export  # callable: nettrim.export(model, path, format="sparse")
+from .export import load
 
 __all__ = ["NettrimError", "ADMMSettings", "LayerResult", "trim_layer", "prune", "PruneResult",
            "PruneReport"]
+__all__ += ["export", "load"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""``nettrim`` command line: train, prune, eval, demo, experiment, compare.
+"""``nettrim`` command line: train, prune, eval, export, demo, experiment, compare.
 
 Every failure the user can fix prints one line ``error: ...`` and exits with status 2.
 """
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
 
+    p = sub.add_parser("export", help="write a checkpoint as a sparse or dense safetensors file, or ONNX")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--format", default="sparse", help="sparse (default), dense or onnx")
+    p.add_argument("--out", type=Path, required=True, help="file to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
     p = sub.add_parser("demo", help="train LeNet-300-100 on MNIST (cached), prune it, report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--epsilon", type=float, default=None)
@@ -151,6 +157,13 @@ def run(args: argparse.Namespace) -> int:
         if args.name not in EXPERIMENTS:
             raise NettrimError(f"unknown experiment {args.name!r}; choose from {', '.join(EXPERIMENTS)}")
         EXPERIMENTS[args.name](args.out or Path("runs") / args.name, args.preset, args.seed)
+    elif args.command == "export":
+        from ..export import export_checkpoint
+
+        info = export_checkpoint(args.checkpoint, args.out, args.format, force=args.force)
+        check = ("" if info.onnx_max_abs_diff is None
+                 else f"; onnxruntime max abs difference {info.onnx_max_abs_diff:.3g}")
+        print(f"wrote {info.path} ({info.format}, {info.bytes} bytes, {info.arch}){check}")
     elif args.command == "demo":
         wf.demo(args.out, epsilon=args.epsilon, samples=args.samples,
                 finetune_epochs=args.finetune_epochs, progress=progress)
