@@ -54,7 +54,8 @@ class ExportInfo:
 def _check_target(path: Path, format: str, force: bool) -> None:
     require(format in FORMATS, f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
     require(not path.is_dir(), f"cannot write to {path}: it is a directory")
-    require(force or not path.exists(), f"{path} already exists; choose another path or pass --force")
+    require(force or not path.exists(),
+            f"{path} already exists; choose another path, or pass --force (force=True) to replace it")
 
 
 def export(model: nn.Module, path, format: str = "sparse", *, arch: str | None = None,
@@ -72,7 +73,7 @@ def export(model: nn.Module, path, format: str = "sparse", *, arch: str | None =
     if format == "onnx":
         from .onnx import sample_batch, write_onnx
 
-        dtype = next(model.parameters()).dtype
+        dtype = next(model.parameters(), torch.empty(0)).dtype
         batch = sample if sample is not None else sample_batch(input_shape(arch, arch_kwargs), dtype)
         path, diff = write_onnx(path, model, arch, arch_kwargs, batch)
         return ExportInfo(path, format, path.stat().st_size, arch, arch_kwargs, diff)
@@ -110,7 +111,8 @@ def _architecture(meta: dict, path: Path) -> nn.Module:
 
 def load(path) -> nn.Module:
     """The model stored in a sparse or dense nettrim safetensors file, in eval mode on CPU,
-    with the stored tensors (same dtypes, same bits).
+    with the stored tensors: same dtypes, same bits (a negative zero in a Rice-coded tensor
+    comes back as +0.0, see :mod:`nettrim.export.sparse`).
 
     Never unpickles. One-line :class:`NettrimError` for anything else, and for damaged files.
     """
@@ -121,6 +123,7 @@ def load(path) -> nn.Module:
             layout = json.loads(meta.get("layout", ""))
         except ValueError:
             raise NettrimError(f"{path}: layout metadata is not JSON; export the model again") from None
+        require(isinstance(layout, dict), f"{path}: layout metadata is not a JSON object")
         tensors = sparse.unpack(tensors, layout, path)
     model = _architecture(meta, path)
     want = model.state_dict()
