@@ -1,5 +1,10 @@
 """Capture one layer's inputs and outputs with forward hooks, batch by batch.
 
+Hooks see a layer through whatever graph feeds it (residual adds, attention, custom code), so
+capturing from a partly pruned copy gives the pruned network's inputs to that layer. The fused
+transformer fast path is off while capturing (``plain_forward``): it would skip the Linear
+modules of an eval-mode ``nn.TransformerEncoderLayer``.
+
 Only the requested layer's matrices are kept; the forward pass is cut short right after that
 layer, so capture never holds more than X (P x N) and Z (P x M) of one layer.
 """
@@ -8,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import require
 from .adapters import adapter_for
+from .dataflow import plain_forward
 
 
 class _Stop(Exception):
@@ -36,7 +43,7 @@ def capture_layer(model: nn.Module, name: str, inputs: torch.Tensor,
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), plain_forward():
             for start in range(0, inputs.shape[0], batch_size):
                 try:
                     model(inputs[start:start + batch_size])
@@ -45,6 +52,8 @@ def capture_layer(model: nn.Module, name: str, inputs: torch.Tensor,
     finally:
         handle.remove()
         model.train(was_training)
+    require(bool(xs), f"layer '{name}' ({type(module).__name__}) did not run as a module in the "
+                      f"forward pass: it cannot be captured; list layers with nettrim.capture.trace_layers")
     return torch.cat(xs), torch.cat(zs)
 
 
@@ -53,7 +62,7 @@ def network_output(model: nn.Module, inputs: torch.Tensor, batch_size: int = 102
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), plain_forward():
             return torch.cat([model(inputs[s:s + batch_size])
                               for s in range(0, inputs.shape[0], batch_size)])
     finally:

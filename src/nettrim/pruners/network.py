@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture.batchnorm import fold_batchnorm
-from ..capture import LayerSpec, adapter_for, capture_layer, network_output, trace_layers
+from ..capture import LayerSpec, adapter_for, capture_layer, is_chain, network_output, trace_layers
 from ..errors import NettrimError, require
 from .base import LayerJob, LayerMethod, LayerOutcome
 from .bounds import cascade_bound, cascade_bound_measured, parallel_bound, spectral_norm
@@ -47,7 +47,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     capture = {"max_rows": "auto", **(capture or {})}
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     start = time.perf_counter()
-    original, folded = fold_batchnorm(model) if _has_batchnorm(model) else (model, [])
+    original, folded = fold_batchnorm(model, inputs[:2]) if _has_batchnorm(model) else (model, [])
     if folded:  # the pruned copy carries the folded convs and Identity in place of each BN
         settings = dict(settings, folded_batchnorm=[list(p) for p in folded])
     specs = trace_layers(original, inputs[:2])
@@ -80,7 +80,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         method=method_name, mode=mode, settings=settings, layers=reports,
         seconds=time.perf_counter() - start,
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
-        bound=_bound(mode, reports, original, pruned, settings))
+        bound=_bound(mode, reports, original, pruned, settings) if is_chain(specs) else None)
     return PruneResult(pruned, report)
 
 
@@ -92,7 +92,7 @@ def _admm_postfix(bar, name: str):
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    return any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
 
 
 def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size,
