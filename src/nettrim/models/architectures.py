@@ -1,4 +1,6 @@
-"""Reference architectures: plain ``nn.Sequential`` stacks of standard torch modules.
+"""Reference architectures: ``nn.Sequential`` stacks of standard torch modules, plus two
+networks with a real graph -- ResNet-20 (residual blocks with BatchNorm) and a small vision
+transformer -- whose blocks are small modules defined here.
 
 Every builder takes keyword arguments only, so a model is fully described by its registry
 name plus a small dict of plain values (what a checkpoint stores).
@@ -10,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..errors import NettrimError, require
 
@@ -98,6 +101,123 @@ def cifar_cnn(*, in_shape: Sequence[int] = CIFAR_SHAPE, n_classes: int = 10,
     return _with_head(feats, shape, [256, n_classes], dropout)
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
+
+    The shortcut is the identity, or a 1x1 conv + BN when the stride or the width changes
+    (the projection shortcut, "option B"). The ReLU acts on the sum, so ``conv2`` and the
+    shortcut conv are linear-program layers for Net-Trim (see docs/architectures.md)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def resnet20(*, in_shape: Sequence[int] = MNIST_SHAPE, n_classes: int = 10, width: int = 16,
+             blocks: int = 3) -> nn.Sequential:
+    """ResNet-20 (He et al. 2016, CIFAR variant): a conv3x3-BN-ReLU stem, three stages of
+    ``blocks`` BasicBlocks with ``width``, 2*``width``, 4*``width`` channels (stride 2 at the
+    start of the second and third), global average pooling and a Linear classifier: 20 weight
+    layers with the defaults (6 * blocks + 2) plus the two 1x1 projection shortcuts, 0.27 M
+    parameters; 28x28 or 32x32 inputs."""
+    c, _, _ = shape = _check_shape(in_shape)
+    require(width > 0 and blocks > 0, f"width and blocks must be positive, got {width}, {blocks}")
+    layers: list[nn.Module] = [nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    c = width
+    for stage, w in enumerate((width, 2 * width, 4 * width)):
+        for b in range(blocks):
+            layers.append(BasicBlock(c, w, 2 if stage > 0 and b == 0 else 1))
+            c = w
+    features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    try:
+        n_flat = _flat_size(features, shape)
+    except RuntimeError as exc:
+        raise NettrimError(f"input shape {shape} does not fit this architecture") from exc
+    return nn.Sequential(*features, nn.Linear(n_flat, n_classes))
+
+
+class PatchEmbedding(nn.Module):
+    """Non-overlapping ``patch`` x ``patch`` patches projected by a Conv2d (kernel = stride =
+    patch) to ``dim`` channels, as (batch, tokens, dim), plus a learned position embedding."""
+
+    def __init__(self, in_channels: int, dim: int, patch: int, n_tokens: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.position = nn.Parameter(torch.empty(1, n_tokens, dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2) + self.position
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with separate ``q``, ``k``, ``v`` and ``out`` nn.Linear
+    modules (unlike nn.MultiheadAttention's packed in_proj_weight), so each is prunable."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        require(dim % heads == 0, f"dim ({dim}) must be a multiple of heads ({heads})")
+        self.heads = heads
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, T, d)
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.out(y.transpose(1, 2).flatten(2))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + fc2(GELU(fc1(LN(x))))."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, heads)
+        self.norm2, self.fc1, self.act, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.fc2(self.act(self.fc1(self.norm2(x)))))
+
+
+class TokenMean(nn.Module):
+    """Average over the token axis: (batch, tokens, dim) -> (batch, dim)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+def vit_tiny(*, in_shape: Sequence[int] = MNIST_SHAPE, n_classes: int = 10, dim: int = 64,
+             depth: int = 4, heads: int = 4, mlp_ratio: int = 2, patch: int | None = None,
+             dropout: float = 0.0) -> nn.Sequential:
+    """A small vision transformer: patch embedding (a Conv2d; default patch = side / 4, i.e. 7
+    for 28x28 and 8 for 32x32: 16 tokens), ``depth`` pre-norm blocks of ``heads``-head
+    attention (separate q/k/v/out Linear layers) and a GELU MLP of ``mlp_ratio * dim`` units,
+    a final LayerNorm, mean pooling over the tokens and a Linear classifier."""
+    c, h, w = _check_shape(in_shape)
+    patch = max(h // 4, 1) if patch is None else int(patch)
+    require(patch > 0 and h % patch == 0 and w % patch == 0,
+            f"patch ({patch}) must divide the image sides {h}x{w}")
+    require(dim > 0 and depth > 0 and heads > 0 and mlp_ratio > 0,
+            "dim, depth, heads and mlp_ratio must be positive")
+    require(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
+    n_tokens = (h // patch) * (w // patch)
+    return nn.Sequential(PatchEmbedding(c, dim, patch, n_tokens),
+                         *[TransformerBlock(dim, heads, mlp_ratio * dim, dropout) for _ in range(depth)],
+                         nn.LayerNorm(dim), TokenMean(), nn.Linear(dim, n_classes))
+
+
 def _mlp_builder(*hidden: int) -> Callable[..., nn.Module]:
     def build(**kw) -> nn.Module:
         return mlp(hidden, **kw)
@@ -114,6 +234,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
     "lenet-demo": lenet_demo,
     "cifar-cnn": cifar_cnn,
+    "resnet20": resnet20,
+    "vit-tiny": vit_tiny,
 }
 
 
