@@ -22,7 +22,7 @@ test: $(STAMP) fashion-mnist
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_lenet300.py
+	$(PY) benchmarks/default_config.py
 
 # Fashion-MNIST: Debian's dataset-fashion-mnist, unpacked into the environment (no root needed).
 fashion-mnist: $(STAMP)

@@ -29,22 +29,83 @@ def checkpoint(tmp_path_factory):
 
 def test_prune_writes_report_plot_and_checkpoints(checkpoint, tmp_path, capsys):
     rc = main(["--no-progress", "prune", str(checkpoint), "--samples", "500", "--epsilon", "0.05",
-               "--reweight", "2", "--reweight-rel-tol", "1e-2", "--per-neuron", "1,3", "--hinge",
-               "--relax-slack", "--out", str(tmp_path)])
+               "--out", str(tmp_path)])
     assert rc == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["mlp-nettrim-cascade.json", "mlp-nettrim-cascade.png", "mlp-nettrim-cascade.pt"]
     report = json.loads((tmp_path / "mlp-nettrim-cascade.json").read_text())
     assert report["report"]["sparsity"] > 0.5
-    assert report["report"]["settings"]["per_neuron"] == ["1", "3"]  # hidden layers split
-    # every layer's weights meet its constraints (a reweighted solve may stop at its cap)
-    assert all(layer["status"] == "solved" or layer["info"]["constraints_hold"]
-               for layer in report["report"]["layers"])
+    assert report["report"]["settings"]["method"]["epsilon"] == 0.05
+    assert report["calibration"]["samples"] == 500 and len(report["calibration"]["sha256"]) == 64
+    # certified layers, and the bound printed only because every layer is
+    assert all(layer["certified"] for layer in report["report"]["layers"])
+    assert report["report"]["bound"] >= report["report"]["output_error"]
     assert report["test_accuracy_after"] > report["test_accuracy_before"] - 3
     # the pruned checkpoint loads with plain torch, no nettrim needed
     raw = torch.load(tmp_path / "mlp-nettrim-cascade.pt", weights_only=True)
     assert raw["arch"] == "mlp-60-60" and int((raw["state_dict"]["1.weight"] == 0).sum()) > 0
-    assert "test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "certified" in out
+
+
+def test_verify_recomputes_the_certificate_and_catches_a_changed_model(checkpoint, tmp_path, capsys):
+    assert main(["--no-progress", "prune", str(checkpoint), "--samples", "300", "--epsilon", "0.1",
+                 "--out", str(tmp_path)]) == 0
+    pruned = tmp_path / "mlp-nettrim-cascade.pt"
+    capsys.readouterr()
+    assert main(["verify", str(pruned), "--data", "mnist"]) == 0
+    assert "all hold" in capsys.readouterr().out
+    assert main(["verify", str(pruned), "--samples", "100"]) == 0
+    # move one kept weight far: its layer's claim no longer holds, verify says so and exits 1
+    raw = torch.load(pruned, weights_only=True)
+    w = raw["state_dict"]["1.weight"]
+    w[w != 0] *= 3.0
+    torch.save(raw, tmp_path / "tampered.pt")
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "tampered.pt")]) == 1
+    assert "FAILS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["verify", "PRUNED", "--data", "fashion-mnist"], "pass --data mnist"),
+    (["verify", "PRUNED", "--samples", "0"], "--samples must lie in"),
+    (["verify", "PRUNED", "--original", "/no/such.pt"], "/no/such.pt is not there"),
+    (["verify", "CKPT"], "carries no certificate"),
+])
+def test_verify_bad_input_is_one_line(argv, match, checkpoint, tmp_path_factory, capsys):
+    out = tmp_path_factory.mktemp("verify")
+    assert main(["--no-progress", "prune", str(checkpoint), "--samples", "200", "--out", str(out)]) == 0
+    pruned = out / "mlp-nettrim-cascade.pt"
+    argv = [str(pruned) if a == "PRUNED" else str(checkpoint) if a == "CKPT" else a for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and match in err and "\n" not in err
+
+
+def test_max_drop_searches_the_budget_and_reports_the_test_once(checkpoint, tmp_path, capsys):
+    rc = main(["--no-progress", "prune", str(checkpoint), "--samples", "300", "--max-drop", "1",
+               "--validation-size", "1000", "--out", str(tmp_path)])
+    assert rc == 0
+    summary = json.loads((tmp_path / "mlp-nettrim-cascade.json").read_text())
+    trials = summary["search"]["search"]
+    assert len(trials) >= 2 and summary["search"]["status"] == "solved"
+    chosen = min((t for t in trials if t["within_budget"]), key=lambda t: t["kept"])
+    assert chosen["drop"] <= 1.0 and summary["report"]["sparsity"] == pytest.approx(1 - chosen["kept"])
+    out = capsys.readouterr().out
+    assert "trial 1:" in out and out.count("test accuracy:") == 1
+
+
+def test_an_unreachable_budget_exits_3_and_writes_nothing(checkpoint, tmp_path, capsys):
+    """A zero-point budget with a few calibration images: even the smallest tolerance loses
+    some validation images."""
+    out = tmp_path / "out"
+    rc = main(["--no-progress", "prune", str(checkpoint), "--samples", "50", "--max-drop", "0",
+               "--validation-size", "3000", "--reweight", "3", "--out", str(out)])
+    assert rc == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: budget_unreachable") and "\n" not in err
+    assert not out.exists()
 
 
 def test_eval(checkpoint, capsys):
@@ -58,12 +119,13 @@ def test_eval(checkpoint, capsys):
     (["prune", "CKPT", "--dataset", "fashion-mnist", "--data-dir", "/no/dir", "--out", "OUT"], "/no/dir"),
     (["compare", "--checkpoint", "CKPT", "--methods", "nettrim,magic", "--out", "OUT"], "unknown method"),
     (["experiment", "nonsense"], "unknown experiment"),
-    (["prune", "CKPT", "--layer-epsilon", "3:0.2", "--out", "OUT"], "NAME=EPS"),
-    (["prune", "CKPT", "--layer-epsilon", "9=0.2", "--out", "OUT"], "prunable layers"),
-    (["prune", "CKPT", "--reweight-rel-tol", "0", "--out", "OUT"], "--reweight-rel-tol"),
-    (["prune", "CKPT", "--per-neuron", "1,9", "--out", "OUT"], "per_neuron names no prunable layer 9"),
-    (["prune", "CKPT", "--margin", "2", "--out", "OUT"], "margin must lie in [0, 1]"),
-    (["prune", "CKPT", "--margin", "0.5", "--relax-slack", "--out", "OUT"], "pass one or the other"),
+    (["prune", "CKPT", "--max-drop", "-1", "--out", "OUT"], "--max-drop must lie in"),
+    (["prune", "CKPT", "--max-drop", "nan", "--out", "OUT"], "--max-drop must lie in"),
+    (["prune", "CKPT", "--max-drop", "0.5", "--validation-size", "70000", "--out", "OUT"],
+     "validation size must lie in"),
+    (["prune", "CKPT", "--reweight", "-1", "--out", "OUT"], "reweight must be an integer"),
+    (["prune", "CKPT", "--paper", "--reweight", "2", "--out", "OUT"], "--paper has no reweighting"),
+    (["prune", "CKPT", "--gamma", "0.5", "--out", "OUT"], "gamma must be >= 1"),
     (["compare", "--checkpoint", "CKPT", "--methods", "threshold,lobs", "--epsilon", "0.1", "--out", "OUT"],
      "needs 'nettrim' among the methods"),
     (["compare", "--checkpoint", "CKPT", "--epsilon", "0.1,-1", "--out", "OUT"], "epsilon must be a positive"),
@@ -96,7 +158,7 @@ def lenet5_checkpoint(tmp_path_factory):
 def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     """LeNet-5 through the CLI: conv and FC layers pruned, kernel shapes and row budget reported."""
     rc = main(["--no-progress", "prune", str(lenet5_checkpoint), "--samples", "200", "--epsilon", "0.1",
-               "--max-rows", "1500", "--layer-epsilon", "3=0.1", "--hinge", "--out", str(tmp_path)])
+               "--max-rows", "1500", "--out", str(tmp_path)])
     assert rc == 0
     report = json.loads((tmp_path / "lenet5-nettrim-cascade.json").read_text())["report"]
     layers = report["layers"]
@@ -105,8 +167,6 @@ def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     assert [la["samples"] for la in layers[:2]] == [1500, 1500]
     assert all(la["nnz_after"] < la["nnz_before"] for la in layers)
     assert report["settings"]["capture"] == {"max_rows": 1500}
-    assert report["settings"]["hinge"] is True
-    assert [la["info"]["hinge"] for la in layers] == [True, True, True, True, False]
     assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "mnist"]) == 0
     assert "lenet5, test accuracy" in capsys.readouterr().out
 
@@ -116,12 +176,11 @@ def test_compare_quick_grid_writes_every_cell_and_the_plots(checkpoint, tmp_path
     sparsity and timings; thresholding exact, Net-Trim at or below its count and saying how."""
     rc = main(["--no-progress", "compare", "--checkpoint", str(checkpoint), "--quick",
                "--methods", "threshold,lobs,nettrim", "--hidden-only", "--retrain-epochs", "0",
-               "--per-neuron", "--out", str(tmp_path)])
+               "--out", str(tmp_path)])
     assert rc == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png")
     result = json.loads((tmp_path / "compare.json").read_text())
     cells = {(c["method"], c["target_sparsity"]): c for c in result["cells"]}
-    assert result["options"]["nettrim"]["per_neuron"] is True  # the quick preset's, plus the flag
     assert result["options"]["nettrim"]["settings"]["max_iterations"] == 1000
     assert set(cells) == {(m, s) for m in ("threshold", "lobs", "nettrim") for s in (0.5, 0.9)}
     for (method, s), c in cells.items():

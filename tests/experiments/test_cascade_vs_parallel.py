@@ -55,7 +55,7 @@ def test_timing_and_files(quick):
 def test_parallel_jobs_match_the_scheme():
     """The jobs the 2-process pool measurement solves are the parallel scheme's layer programs:
     solved in-process they give the layers' non-zero counts of ``prune(mode="parallel")``."""
-    from nettrim import prune
+    from nettrim import NetTrim, prune
     from nettrim.layer import ADMMSettings
     from nettrim.models import build_model
 
@@ -67,6 +67,6 @@ def test_parallel_jobs_match_the_scheme():
     assert [j["name"] for j in jobs] == ["1", "3", "5"]
     assert [j["relu"] for j in jobs] == [True, True, False]
     solved = [cvp._solve_job(j) for j in jobs]
-    ref = prune(model, x, mode="parallel", epsilon=0.2, cleanup=False, progress=False,
-                settings=ADMMSettings(**admm))
+    ref = prune(model, x, method=NetTrim.paper(epsilon=0.2, settings=ADMMSettings(**admm)),
+                mode="parallel", cleanup=False, progress=False)
     assert [s["nnz"] for s in solved] == [r.nnz_after for r in ref.report.layers]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nettrim import NettrimError, prune
+from nettrim import DC, LOBS, NetTrim, NettrimError, Threshold, prune
 from nettrim.layer import ADMMSettings
 
 F64 = ADMMSettings(dtype=torch.float64)
@@ -33,8 +33,10 @@ def inputs(seed=0, P=400):
     ("nettrim", {"settings": F64}), ("nettrim", {"settings": F64, "hinge": True}),
 ])
 def test_each_method_reaches_the_requested_sparsity(method, options):
+    from nettrim.pruners import METHODS
+
     net, X = teacher_net(), inputs()
-    res = prune(net, X, method=method, sparsity=0.7, progress=False, cleanup=False, **options)
+    res = prune(net, X, method=METHODS[method](**options), sparsity=0.7, progress=False, cleanup=False)
     rep = res.report
     assert rep.method == method and len(rep.layers) == 3
     for r in rep.layers:
@@ -64,7 +66,7 @@ def test_nettrim_at_a_sparsity_returns_a_feasible_solve():
     """The eps search keeps a solve of the program it names (discrepancy within its eps), or
     says that it thresholded one; a solve that did not meet its constraints is never kept."""
     settings = ADMMSettings(dtype=torch.float64, max_iterations=10000)
-    rep = prune(teacher_net(1), inputs(1), method="nettrim", sparsity=0.6, settings=settings,
+    rep = prune(teacher_net(1), inputs(1), method=NetTrim(settings=settings), sparsity=0.6,
                 progress=False, cleanup=False).report
     kept = [r for r in rep.layers if not r.info["thresholded"]]
     assert len(kept) >= 2
@@ -74,7 +76,7 @@ def test_nettrim_at_a_sparsity_returns_a_feasible_solve():
 
 def test_counts_match_another_methods_layers():
     net, X = teacher_net(2), inputs(2)
-    nt = prune(net, X, epsilon=0.1, settings=F64, progress=False, cleanup=False).report
+    nt = prune(net, X, method=NetTrim(epsilon=0.1, settings=F64), progress=False, cleanup=False).report
     counts = {r.name: r.nnz_after for r in nt.layers}
     th = prune(net, X, method="threshold", counts=counts, progress=False, cleanup=False).report
     assert {r.name: r.nnz_after for r in th.layers} == counts
@@ -84,7 +86,10 @@ def test_counts_match_another_methods_layers():
     (dict(method="threshold"), "needs a target"),
     (dict(method="lobs", sparsity=1.0), "sparsity"),
     (dict(method="dc", sparsity=0.0), "sparsity"),
-    (dict(method="lobs", sparsity=0.5, colour="red"), "bad option"),
+    (dict(method="lobs", sparsity=0.5, colour="red"), "prune\\(\\) has no option 'colour'"),
+    (dict(method=LOBS(), sparsity=0.5, epsilon=0.1), "must be set on the method object"),
+    (dict(method="threshold", sparsity=0.5, epsilon=0.1), "Threshold has no option 'epsilon'"),
+    (dict(method="magic"), "unknown method 'magic'"),
 ])
 def test_bad_requests_get_one_line_errors(kwargs, match):
     with pytest.raises(NettrimError, match=match):
@@ -94,8 +99,47 @@ def test_bad_requests_get_one_line_errors(kwargs, match):
 def test_no_fitting_solve_falls_back_to_the_nearest_count_from_above():
     """When no solve fits, the one to threshold is the sparsest with at least k non-zeros, not
     the largest-eps one (which may have stopped at its cap far below k); else the densest."""
-    from nettrim.pruners.baselines import _nearest_from_above
+    from nettrim.pruners.nettrim_count import _nearest_from_above
 
     tried = [(0.3, 50, "a", False), (0.1, 120, "b", False), (0.05, 200, "c", False)]
     assert _nearest_from_above(tried, 100)[2] == "b"
     assert _nearest_from_above(tried, 500)[2] == "c"
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: NetTrim(epsilon=-1), "epsilon must be a positive number"),
+    (lambda: NetTrim(gamma=0.5), "gamma must be >= 1"),
+    (lambda: NetTrim(kappa=0), "kappa must lie in"),
+    (lambda: NetTrim(reweight=-1), "reweight must be an integer"),
+    (lambda: NetTrim(greedy=True), "NetTrim has no option 'greedy'"),
+    (lambda: LOBS(damp=-1.0), "damp must be a number"),
+    (lambda: LOBS(epsilon=0.1), "LOBS has no option 'epsilon'"),
+    (lambda: DC(theta=0), "theta must be > 0"),
+    (lambda: DC(outer=0), "positive integers"),
+    (lambda: Threshold(keep=3), "Threshold has no option 'keep'"),
+    (lambda: ADMMSettings(check_every=0), "check_every must be an integer >= 1"),
+    (lambda: ADMMSettings(abs_tol=-1e-6), "abs_tol must be a positive number"),
+    (lambda: ADMMSettings(rel_tol=float("nan")), "rel_tol must be a positive number"),
+    (lambda: ADMMSettings(relaxation=2.5), "relaxation must lie in"),
+])
+def test_method_objects_and_settings_are_validated_when_built(build, match):
+    with pytest.raises(NettrimError, match=match):
+        build()
+
+
+def test_method_objects_are_frozen_and_name_the_registry():
+    from dataclasses import FrozenInstanceError
+
+    from nettrim.pruners import METHODS
+
+    assert METHODS == {"nettrim": NetTrim, "threshold": Threshold, "dc": DC, "lobs": LOBS}
+    with pytest.raises(FrozenInstanceError):
+        NetTrim().epsilon = 0.3
+    assert NetTrim.paper(epsilon=0.2).record()["epsilon"] == 0.2
+
+
+def test_a_string_and_its_default_object_prune_alike():
+    net, X = teacher_net(3), inputs(3)
+    a = prune(net, X, epsilon=0.1, progress=False).model.state_dict()
+    b = prune(net, X, method=NetTrim(epsilon=0.1), progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -6,10 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from nettrim import NettrimError, prune
+from dataclasses import replace
+
+from nettrim import NetTrim, NettrimError, prune
 from nettrim.layer import ADMMSettings
 
 F64 = ADMMSettings(dtype=torch.float64)
+
+
+def nt(settings=F64, **options):
+    """The papers' program in float64, with ``options`` changed."""
+    return replace(NetTrim.paper(settings=settings), **options)
 
 
 def small_net(seed=0, widths=(20, 30, 15, 4)):
@@ -29,7 +36,7 @@ def data(seed=0, P=300, n=20):
 def test_every_layer_solved_and_bound_holds(mode, per_neuron):
     net, X = small_net(), data()
     before = copy.deepcopy(net.state_dict())
-    res = prune(net, X, mode=mode, epsilon=0.05, per_neuron=per_neuron, settings=F64, progress=False)
+    res = prune(net, X, method=nt(epsilon=0.05, per_neuron=per_neuron), mode=mode, progress=False)
     rep = res.report
     assert [r.status for r in rep.layers] == ["solved"] * 3
     assert rep.nnz_after < rep.nnz_before
@@ -44,14 +51,14 @@ def test_every_layer_solved_and_bound_holds(mode, per_neuron):
 
 def test_parallel_layers_satisfy_proposition_1():
     net, X = small_net(1), data(1)
-    rep = prune(net, X, mode="parallel", epsilon=0.1, settings=F64, progress=False).report
+    rep = prune(net, X, method=nt(epsilon=0.1), mode="parallel", progress=False).report
     for r in rep.layers:
         assert r.response_error <= r.epsilon * (1 + 2 * F64.feasibility_tol)
 
 
 def test_cascade_uses_gamma_budget():
     net, X = small_net(2), data(2)
-    rep = prune(net, X, mode="cascade", epsilon=0.05, gamma=1.5, settings=F64, progress=False).report
+    rep = prune(net, X, method=nt(epsilon=0.05, gamma=1.5), mode="cascade", progress=False).report
     assert rep.layers[0].epsilon == pytest.approx(0.05 * rep.layers[0].target_norm)
     for r in rep.layers[1:]:
         assert r.discrepancy <= r.epsilon * (1 + F64.feasibility_tol)
@@ -61,9 +68,9 @@ def test_layer_epsilon_floors_prune_later_layers_and_the_bound_holds():
     """Floors raise eps_l above sqrt(gamma) gap_l; the measured cascade recursion still bounds
     the output (and every tolerance used is at least the gamma rule's)."""
     net, X = small_net(3), data(3)
-    base = prune(net, X, epsilon=0.05, settings=F64, progress=False).report
+    base = prune(net, X, method=nt(epsilon=0.05), progress=False).report
     floors = {"2": 0.2, "4": 0.1}
-    rep = prune(net, X, epsilon=0.05, layer_epsilon=floors, settings=F64, progress=False).report
+    rep = prune(net, X, method=nt(epsilon=0.05, layer_epsilon=floors), progress=False).report
     assert [r.status for r in rep.layers] == ["solved"] * 3
     for r, name in zip(rep.layers[1:], ("2", "4")):
         assert r.epsilon >= floors[name] * r.target_norm * (1 - 1e-12)
@@ -74,9 +81,9 @@ def test_layer_epsilon_floors_prune_later_layers_and_the_bound_holds():
 
 def test_relaxed_slack_is_no_denser_and_keeps_theorem_2():
     net, X = small_net(4), data(4)
-    paper = prune(net, X, epsilon=0.1, settings=F64, progress=False).report
-    relaxed = prune(net, X, epsilon=0.1, relax_slack=True, settings=F64, progress=False).report
-    assert relaxed.settings["relax_slack"] is True
+    paper = prune(net, X, method=nt(epsilon=0.1), progress=False).report
+    relaxed = prune(net, X, method=nt(epsilon=0.1, relax_slack=True), progress=False).report
+    assert relaxed.settings["method"]["relax_slack"] is True
     assert relaxed.output_error <= relaxed.bound
     # same first layer, then a superset of the feasible set at each later layer
     assert relaxed.layers[0].nnz_after == paper.layers[0].nnz_after
@@ -89,9 +96,9 @@ def test_margin_keeps_inactive_units_below_a_fraction_of_their_pre_activation(mo
     original weights stay feasible (fewer zeros than margin 0, never an infeasible layer), and
     the network-level bound still holds (relu(V) is unchanged)."""
     net, X = small_net(5), data(5)
-    loose = prune(net, X, mode=mode, epsilon=0.1, margin=0.0, settings=F64, progress=False)
-    kept = prune(net, X, mode=mode, epsilon=0.1, margin=0.5, settings=F64, progress=False)
-    assert kept.report.settings["margin"] == 0.5
+    loose = prune(net, X, method=nt(epsilon=0.1, margin=0.0), mode=mode, progress=False)
+    kept = prune(net, X, method=nt(epsilon=0.1, margin=0.5), mode=mode, progress=False)
+    assert kept.report.settings["method"]["margin"] == 0.5
     assert [r.status for r in kept.report.layers] == ["solved"] * 3
     assert kept.report.output_error <= kept.report.bound
     assert kept.report.nnz_after > loose.report.nnz_after
@@ -110,7 +117,7 @@ def test_margin_keeps_inactive_units_below_a_fraction_of_their_pre_activation(mo
 
 def test_margin_with_the_hinge_program_keeps_the_bound():
     net, X = small_net(6), data(6)
-    rep = prune(net, X, epsilon=0.1, margin=1.0, hinge=True, settings=F64, progress=False).report
+    rep = prune(net, X, method=nt(epsilon=0.1, margin=1.0, hinge=True), progress=False).report
     assert [r.status for r in rep.layers] == ["solved"] * 3
     assert rep.layers[0].response_error <= rep.layers[0].epsilon * (1 + 2 * F64.feasibility_tol)
     assert rep.output_error <= rep.bound
@@ -120,11 +127,15 @@ def test_margin_with_the_hinge_program_keeps_the_bound():
     (dict(margin=1.5), "margin must lie in [0, 1]"),
     (dict(margin=-0.1), "margin must lie in [0, 1]"),
     (dict(margin=0.5, relax_slack=True), "pass one or the other"),
-    (dict(margin=0.5, sparsity=0.5), "epsilon control only"),
 ])
 def test_margin_bad_input(kwargs, message):
     with pytest.raises(NettrimError, match=re.escape(message)):
-        prune(small_net(), data(), progress=False, **kwargs)
+        NetTrim(**kwargs)
+
+
+def test_margin_with_a_sparsity_target_is_refused():
+    with pytest.raises(NettrimError, match="not to a sparsity or counts target"):
+        prune(small_net(), data(), method=NetTrim(margin=0.5), sparsity=0.5, progress=False)
 
 
 def test_nested_model_and_passthrough_modules():
@@ -138,7 +149,7 @@ def test_nested_model_and_passthrough_modules():
 
     net = nn.Sequential(nn.Flatten(), Block(), nn.Identity(), nn.Linear(16, 3)).double()
     X = data(3).reshape(300, 4, 5)
-    res = prune(net, X, epsilon=0.1, settings=F64, progress=False)
+    res = prune(net, X, method=nt(epsilon=0.1), progress=False)
     assert [r.name for r in res.report.layers] == ["1.fc", "3"]
     assert [r.relu for r in res.report.layers] == [True, False]
 
@@ -172,50 +183,45 @@ def test_infeasible_kappa_is_reported():
     """A logits layer fed by a lossy pruned network cannot meet a tiny kappa: one line says
     by how much to raise it."""
     with pytest.raises(NettrimError, match="raise kappa to at least"):
-        prune(small_net(6), data(6), mode="cascade", epsilon=0.3, kappa=1e-3, settings=F64,
-              progress=False)
+        prune(small_net(6), data(6), method=nt(epsilon=0.3, kappa=1e-3), mode="cascade", progress=False)
 
 
 def test_infeasible_per_neuron_ball_names_the_neuron():
     with pytest.raises(NettrimError, match=r"one ball per neuron: .* neuron \d+ misses by [0-9.e+]+ "
                                            r"times its radius"):
-        prune(small_net(6), data(6), mode="cascade", epsilon=0.3, kappa=1e-3, per_neuron=True,
-              settings=F64, progress=False)
+        prune(small_net(6), data(6), method=nt(epsilon=0.3, kappa=1e-3, per_neuron=True), mode="cascade", progress=False)
 
 
 def test_cascade_per_neuron_radii_keep_the_original_weights_feasible():
     """A later cascade layer split per neuron gets eps_m = sqrt(gamma) gap_m: each neuron's
     discrepancy stays within it, and the radii add up to the layer's cascade eps."""
     net, X = small_net(), data()
-    res = prune(net, X, mode="cascade", epsilon=0.05, gamma=1.2, per_neuron=True, settings=F64,
-                progress=False)
+    res = prune(net, X, method=nt(epsilon=0.05, gamma=1.2, per_neuron=True), mode="cascade", progress=False)
     for layer in res.report.layers[1:]:
         assert layer.epsilon == pytest.approx(1.2 ** 0.5 * layer.info["gap"], rel=1e-6)
-        assert layer.status == "solved" and layer.info["constraints_hold"]
+        assert layer.status == "solved" and layer.certified
 
 
 def test_per_neuron_on_named_layers_only():
     """per_neuron=[names] splits the budget in those layers alone: in parallel mode (independent
     layers) each layer matches the run that splits every layer or none."""
     net, X = small_net(), data()
-    run = lambda per: {k: v for k, v in prune(net, X, mode="parallel", epsilon=0.1, per_neuron=per,
-                                              settings=F64, progress=False).model.state_dict().items()}
+    run = lambda per: {k: v for k, v in prune(net, X, method=nt(epsilon=0.1, per_neuron=per), mode="parallel", progress=False).model.state_dict().items()}
     every, none, first = run(True), run(False), run(["0"])
     assert not torch.equal(every["0.weight"], none["0.weight"])
     assert torch.equal(first["0.weight"], every["0.weight"])
     assert torch.equal(first["2.weight"], none["2.weight"]) and torch.equal(first["4.weight"], none["4.weight"])
-    rep = prune(net, X, mode="parallel", epsilon=0.1, per_neuron=["2", "0"], settings=F64,
-                progress=False).report
-    assert rep.settings["per_neuron"] == ["0", "2"]
+    rep = prune(net, X, method=nt(epsilon=0.1, per_neuron=["2", "0"]), mode="parallel", progress=False).report
+    assert rep.settings["method"]["per_neuron"] == ["2", "0"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epsilon=0), "epsilon"), (dict(mode="serial"), "mode"), (dict(method="magic"), "method"),
     (dict(gamma=0.5), "gamma"), (dict(kappa=2.0), "kappa"),
-    (dict(layer_epsilon={"7": 0.1}), "prunable layers: 0, 2, 4"),
-    (dict(per_neuron=["0", "9"]), "per_neuron names no prunable layer 9"),
-    (dict(per_neuron="0"), "per_neuron must be True/False or a list of layer names"),
-    (dict(layer_epsilon={"2": -1.0}), "positive"),
+    (dict(method=NetTrim(layer_epsilon={"7": 0.1})), "prunable layers: 0, 2, 4"),
+    (dict(method=NetTrim(per_neuron=["0", "9"])), "no prunable layer named 9"),
+    (dict(layers=["0", "8"]), "no prunable layer named 8"),
+    (dict(reweight=2), "prune\\(\\) has no option 'reweight'"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(NettrimError, match=match):
@@ -238,10 +244,17 @@ def test_batchnorm_after_conv_is_folded_and_said():
         net[1].running_mean.uniform_(-0.2, 0.2)
         net[1].running_var.uniform_(0.5, 2.0)
     X = torch.randn(100, 1, 8, 8, dtype=torch.float64)
-    res = prune(net, X, epsilon=0.1, settings=F64, progress=False)
+    res = prune(net, X, method=nt(epsilon=0.1), progress=False)
     assert res.report.settings["folded_batchnorm"] == [["0", "1"]]
     assert isinstance(res.model[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)
     assert [r.status for r in res.report.layers] == ["solved", "solved"]
+
+
+def test_bad_method_options_are_refused_when_built():
+    with pytest.raises(NettrimError, match="per_neuron must be True/False or a list of layer names"):
+        NetTrim(per_neuron="0")
+    with pytest.raises(NettrimError, match="positive"):
+        NetTrim(layer_epsilon={"2": -1.0})
 
 
 @pytest.mark.parametrize("mode", ["cascade", "parallel"])
@@ -253,12 +266,12 @@ def test_hinge_program_is_sparser_and_its_bounds_hold(mode):
     net, X = small_net(5), data(5)
     floors = {"2": 0.2, "4": 0.2}
     settings = ADMMSettings(dtype=torch.float64, max_iterations=10000)
-    kw = dict(mode=mode, epsilon=0.2, layer_epsilon=floors, settings=settings, progress=False)
-    exact = prune(net, X, **kw).report
-    res = prune(net, X, hinge=True, **kw)
+    kw = dict(epsilon=0.2, layer_epsilon=floors, settings=settings)
+    exact = prune(net, X, method=nt(**kw), mode=mode, progress=False).report
+    res = prune(net, X, method=nt(hinge=True, **kw), mode=mode, progress=False)
     rep = res.report
     assert [r.status for r in rep.layers] == ["solved"] * 3
-    assert rep.settings["hinge"] is True and rep.nnz_after < exact.nnz_after
+    assert rep.settings["method"]["hinge"] is True and rep.nnz_after < exact.nnz_after
     assert any(r.info["hinge_residual"] > 0 for r in rep.layers[:2])
     eps = [r.epsilon * (1 + 2 * settings.feasibility_tol) for r in rep.layers]
     for l in range(1, 4):

@@ -1,6 +1,8 @@
-"""``nettrim`` command line: train, prune, eval, export, demo, experiment, compare.
+"""``nettrim`` command line: train, prune, verify, eval, export, demo, experiment, compare.
 
-Every failure the user can fix prints one line ``error: ...`` and exits with status 2.
+Every failure the user can fix prints one line ``error: ...`` and exits with status 2, with no
+output file. ``prune --max-drop`` exits with 3 when no tolerance keeps the model within the
+budget; ``verify`` exits with 1 when a certified claim does not hold.
 """
 from __future__ import annotations
 
@@ -18,23 +20,20 @@ def _add_data(p: argparse.ArgumentParser, default="mnist") -> None:
 
 def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
-    p.add_argument("--epsilon", type=float, default=0.1, help="relative tolerance (default 0.1)")
-    p.add_argument("--gamma", type=float, default=1.1, help="cascade inflation (default 1.1)")
-    p.add_argument("--kappa", type=float, default=1.0, help="risk factor on the logits layer")
-    p.add_argument("--samples", type=int, default=2000, help="training samples used (default 2000)")
-    p.add_argument("--per-neuron", nargs="?", const="all", default=None, metavar="NAME,...",
-                   help="one tolerance ball per neuron: in every layer, or in the layers named")
-    p.add_argument("--reweight", type=int, default=0, help="rounds of reweighted l1")
-    p.add_argument("--reweight-rel-tol", type=float, default=None,
-                   help="ADMM rel_tol of the reweighting rounds before the last, e.g. 1e-2 (faster)")
-    p.add_argument("--polish", action="store_true", help="debias every layer on its support (stays feasible)")
-    p.add_argument("--relax-slack", action="store_true", help="cascade V = relu(W^T Xhat)")
-    p.add_argument("--margin", type=float, default=None, metavar="THETA",
-                   help="keep inactive units below THETA x their original pre-activation, in [0, 1]")
-    p.add_argument("--hinge", action="store_true",
-                   help="hinge program: inactive entries' excess shares the eps ball (sparser)")
-    p.add_argument("--layer-epsilon", default=None, metavar="NAME=EPS,...",
-                   help="relative eps per layer (a floor for later cascade layers), e.g. 3=0.2,6=0.15")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--epsilon", type=float, default=None,
+                        help="relative tolerance (default: that of nettrim.NetTrim())")
+    target.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                        help="the sparsest model within this many points of validation accuracy")
+    p.add_argument("--validation-size", type=int, default=None,
+                   help="training images held out to judge --max-drop (default: the split the "
+                        "checkpoint was trained without, else 5000)")
+    p.add_argument("--gamma", type=float, default=None, help="cascade inflation (default 1.1)")
+    p.add_argument("--kappa", type=float, default=None, help="risk factor on the logits layer")
+    p.add_argument("--reweight", type=int, default=None, help="rounds of reweighted l1 (default 2)")
+    p.add_argument("--paper", action="store_true",
+                   help="the papers' program: l1 alone, no reweighting, no refit")
+    p.add_argument("--samples", type=int, default=2000, help="calibration images (default 2000)")
     p.add_argument("--max-rows", type=int, default=None,
                    help="patch rows sampled per Conv2d layer (default max(5000, 30 N'))")
     p.add_argument("--finetune-epochs", type=int, default=0)
@@ -42,14 +41,16 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _settings(args):
-    """ADMM settings from the flags, or None for the defaults."""
-    if args.reweight_rel_tol is None:
-        return None
-    from ..layer import ADMMSettings
+def _method(args):
+    """The NetTrim object the flags describe."""
+    from ..pruners import NetTrim
 
-    require(args.reweight_rel_tol > 0, f"--reweight-rel-tol must be > 0, got {args.reweight_rel_tol}")
-    return ADMMSettings(reweight_rel_tol=args.reweight_rel_tol)
+    numbers = {k: v for k, v in (("epsilon", args.epsilon), ("gamma", args.gamma),
+                                 ("kappa", args.kappa)) if v is not None}
+    if args.paper:
+        require(args.reweight is None, "--paper has no reweighting: drop --reweight")
+        return NetTrim.paper(**numbers)
+    return NetTrim(**numbers, **({} if args.reweight is None else {"reweight": args.reweight}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-size", type=int, default=5000,
+                   help="training images held out (and recorded) for --max-drop; 0 for none")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
 
     p = sub.add_parser("prune", help="prune a checkpoint with Net-Trim")
@@ -69,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_prune_options(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
+
+    p = sub.add_parser("verify", help="recompute a pruned checkpoint's certificate on its calibration data")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", default=None, choices=["mnist", "fashion-mnist", "cifar10", "svhn"],
+                   help="the dataset it was pruned on (checked against the report)")
+    p.add_argument("--data-dir", default=None, help="directory with the dataset files")
+    p.add_argument("--samples", type=int, default=None, help="check on the first N calibration samples")
+    p.add_argument("--original", type=Path, default=None,
+                   help="the checkpoint it was pruned from (default: the path in its report)")
 
     p = sub.add_parser("eval", help="test accuracy and non-zeros of a checkpoint")
     p.add_argument("checkpoint", type=Path)
@@ -90,8 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
     p.add_argument("--hidden-only", action="store_true", help="leave the logits layer dense")
     p.add_argument("--quick", action="store_true", help="small preset for CI-sized checks")
-    p.add_argument("--per-neuron", action="store_true",
-                   help="Net-Trim: one ball per neuron in every pruned layer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
 
@@ -108,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
-    p = sub.add_parser("demo", help="train LeNet-300-100 on MNIST (cached), prune it, report")
+    p = sub.add_parser("demo", help="LeNet-300-100 on MNIST (trained once, cached): the sparsest "
+                                     "model within half a point of validation accuracy")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--epsilon", type=float, default=None)
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS", help="default 0.5")
     p.add_argument("--samples", type=int, default=None)
     p.add_argument("--finetune-epochs", type=int, default=1)
     return parser
@@ -121,25 +132,16 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.command == "train":
+        require(args.validation_size >= 0, f"--validation-size must be >= 0, got {args.validation_size}")
         wf.train_model(args.model, args.dataset, args.out, data_dir=args.data_dir,
-                       epochs=args.epochs, seed=args.seed, progress=progress)
+                       epochs=args.epochs, seed=args.seed, validation_size=args.validation_size or None,
+                       progress=progress)
     elif args.command == "prune":
-        from ..models import load_checkpoint
-
-        model, info = load_checkpoint(args.checkpoint)
-        out = wf.prune_model(
-            model, args.dataset, data_dir=args.data_dir, samples=args.samples, seed=args.seed,
-            finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, progress=progress,
-            method="nettrim", mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
-            kappa=args.kappa, per_neuron=_parse_per_neuron(args.per_neuron), reweight=args.reweight,
-            polish=args.polish, relax_slack=args.relax_slack, margin=args.margin, hinge=args.hinge,
-            layer_epsilon=_parse_layer_eps(args.layer_epsilon),
-            capture=None if args.max_rows is None else {"max_rows": args.max_rows},
-            settings=_settings(args))
-        wf.print_summary(out["summary"], out["result"])
-        stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
-        paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])
-        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return _prune(args, progress)
+    elif args.command == "verify":
+        held = wf.verify_checkpoint(args.checkpoint, dataset=args.data, data_dir=args.data_dir,
+                                    samples=args.samples, original=args.original)
+        return 0 if held else 1
     elif args.command == "eval":
         from ..data import load_dataset
         from ..models import count_nonzero, evaluate, load_checkpoint
@@ -165,36 +167,43 @@ def run(args: argparse.Namespace) -> int:
                  else f"; onnxruntime max abs difference {info.onnx_max_abs_diff:.3g}")
         print(f"wrote {info.path} ({info.format}, {info.bytes} bytes, {info.arch}){check}")
     elif args.command == "demo":
-        wf.demo(args.out, epsilon=args.epsilon, samples=args.samples,
+        wf.demo(args.out, max_drop=args.max_drop, samples=args.samples,
                 finetune_epochs=args.finetune_epochs, progress=progress)
     return 0
 
 
-def _parse_layer_eps(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    out = {}
-    for item in text.split(","):
-        name, _, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            out[""] = None
-        if not name.strip() or out.get("") is None and "" in out:
-            raise NettrimError(f"--layer-epsilon wants NAME=EPS pairs separated by commas, got {item!r}")
-    return out
+def _prune(args, progress: bool) -> int:
+    """``nettrim prune``: at a tolerance, or the sparsest model within --max-drop points; exit 3
+    (nothing written) when no tolerance keeps the model within the budget."""
+    from ..models import load_checkpoint
+    from . import workflows as wf
 
-
-def _parse_per_neuron(text: str | None) -> bool | list[str]:
-    """--per-neuron: absent (False), bare (every layer) or a comma-separated list of names."""
-    if text is None:
-        return False
-    if text == "all":
-        return True
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise NettrimError(f"--per-neuron wants layer names separated by commas, got {text!r}")
-    return names
+    model, info = load_checkpoint(args.checkpoint)
+    size, seed = wf.held_out(info["meta"])
+    if args.validation_size is not None:
+        require(args.validation_size >= 1, f"--validation-size must be >= 1, got {args.validation_size}")
+        size = args.validation_size
+    require(args.samples >= 1, f"--samples must be >= 1, got {args.samples}")
+    if args.max_drop is not None:
+        require(0 <= args.max_drop < 100, f"--max-drop must lie in [0, 100) points, got {args.max_drop}")
+        if "validation" not in info["meta"]:
+            print(f"note: {args.checkpoint} records no held-out split; the {size} validation images "
+                  "come from its training split and may have been seen in training")
+    calibration = wf.Calibration(args.dataset, args.samples, args.seed, size, seed, args.data_dir)
+    out = wf.prune_model(model, calibration, method=_method(args), mode=args.mode,
+                         max_drop=args.max_drop, finetune_epochs=args.finetune_epochs,
+                         finetune_lr=args.finetune_lr, progress=progress,
+                         capture=None if args.max_rows is None else {"max_rows": args.max_rows})
+    if "result" not in out:
+        print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['epsilon']:.4g} "
+              f"loses more than {args.max_drop} points of validation accuracy; nothing written",
+              file=sys.stderr)
+        return 3
+    wf.print_summary(out["summary"], out["result"])
+    stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
+    paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
 
 
 def _parse_floats(text: str, what: str) -> list[float]:
@@ -213,8 +222,7 @@ def _compare(args, progress: bool) -> None:
     if args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint)
     else:
-        cache = Path("runs/cache") / f"{args.model}-{args.dataset}{'-quick' if args.quick else ''}.pt"
-        model, _ = wf.load_or_train(cache, args.model, args.dataset, progress=progress,
+        model, _ = wf.load_or_train(args.model, args.dataset, progress=progress,
                                     epochs=preset["train_epochs"], data_dir=args.data_dir)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     epsilons = _parse_floats(args.epsilon, "--epsilon") if args.epsilon else None
@@ -234,23 +242,11 @@ def _compare(args, progress: bool) -> None:
                          retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
                          mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
                          retrain_subset=preset["retrain_subset"], retrain_lr=args.retrain_lr,
-                         options=_compare_options(preset, args.per_neuron),
+                         options=preset.get("options") or {},
                          progress=progress)
     paths = cmp.write(result, args.out)
     print(cmp.table(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-
-
-def _compare_options(preset: dict, per_neuron: bool) -> dict | None:
-    """The preset's per-method options, with Net-Trim's ``per_neuron`` switched on if asked."""
-    from ..experiments.compare import DEFAULT_OPTIONS
-
-    options = preset.get("options")
-    if not per_neuron:
-        return options
-    options = dict(DEFAULT_OPTIONS if options is None else options)
-    options["nettrim"] = dict(options.get("nettrim", {}), per_neuron=True)
-    return options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,26 +1,27 @@
-"""The jobs behind the CLI: train, prune, evaluate, demo. Plain functions, no argument parsing."""
+"""The jobs behind the CLI: train, prune, shrink, verify, demo. Plain functions, no parsing."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ..data import DATASETS, load_dataset, subset
+from ..data import DATASETS, load_dataset, subset, validation_split
 from ..errors import NettrimError, require
-from ..layer import ADMMSettings
 from ..models import build_model, count_nonzero, evaluate, finetune, load_checkpoint, save_checkpoint, train
-from ..pruners import prune
+from ..pruners import NetTrim, prune, shrink
 from ..report import layer_table, write_json_atomic
 from ..report.plots import plot_nonzeros
+from ..status import Status
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a reference model is trained (chosen by measurement, see README)."""
+    """How a reference model is trained (chosen by measurement, see docs/results.md)."""
 
     epochs: int = 15
     lr: float = 1e-3
@@ -33,6 +34,8 @@ RECIPES = {"lenet-300-100": Recipe(), "mlp-100-100": Recipe(), "mlp-60-60": Reci
            "mlp-300-300-300": Recipe(), "mlp-deep": Recipe(),
            "lenet5": Recipe(epochs=8, dropout=None), "lenet-demo": Recipe(epochs=6, dropout=0.5),
            "cifar-cnn": Recipe(epochs=20, dropout=None)}
+VALIDATION_SIZE = 5000  # training images held out by `nettrim train` and `prune --max-drop`
+VALIDATION_SEED = 0
 
 
 def peak_memory_mb() -> float:
@@ -49,46 +52,115 @@ def recipe_kwargs(arch: str, dataset: str) -> dict:
     return kwargs
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Where a CLI run's calibration inputs and validation split come from, so that ``verify``
+    can draw them again: ``samples`` images drawn with ``seed`` from the training split minus
+    its validation part (``validation_size`` images held out with ``validation_seed``)."""
+
+    dataset: str
+    samples: int
+    seed: int = 0
+    validation_size: int | None = VALIDATION_SIZE
+    validation_seed: int = VALIDATION_SEED
+    data_dir: str | None = None
+
+    def draw(self):
+        """(calibration inputs, (validation inputs, labels) or None)."""
+        x, y = load_dataset(self.dataset, "train", self.data_dir)
+        val = None
+        if self.validation_size:
+            keep, held = validation_split(len(x), self.validation_size, self.validation_seed)
+            val = (x[held], y[held])
+            x, y = x[keep], y[keep]
+        xs, _ = subset(x, y, min(self.samples, len(x)), seed=self.seed)
+        return xs, val
+
+    def record(self, xs: torch.Tensor) -> dict:
+        """This draw's description and the sha256 of its inputs."""
+        return dict(asdict(self), samples=int(len(xs)), sha256=tensor_sha256(xs))
+
+
+def tensor_sha256(x: torch.Tensor) -> str:
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def held_out(meta: dict) -> tuple[int | None, int]:
+    """The validation split a checkpoint was trained without (``nettrim train``), else the
+    default one, which the model may have seen in training."""
+    v = meta.get("validation") or {}
+    return v.get("size", VALIDATION_SIZE), v.get("seed", VALIDATION_SEED)
+
+
 def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=None, seed=0,
-                progress=True, log=print) -> tuple[torch.nn.Module, dict]:
-    """Train a reference model with its recipe and save a plain checkpoint at ``out``."""
+                validation_size: int | None = VALIDATION_SIZE, progress=True,
+                log=print) -> tuple[torch.nn.Module, dict]:
+    """Train a reference model with its recipe on the training split minus ``validation_size``
+    held-out images (recorded in the checkpoint), and save a plain checkpoint at ``out``."""
     recipe = RECIPES.get(arch, Recipe())
     kwargs = recipe_kwargs(arch, dataset)
     torch.manual_seed(seed)  # the initial weights too: the same seed gives the same model
     model = build_model(arch, **kwargs)
     x, y = load_dataset(dataset, "train", data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir)
+    meta = {"dataset": dataset, "seed": seed}
+    if validation_size:
+        keep, held = validation_split(len(x), validation_size, VALIDATION_SEED)
+        meta["validation"] = {"size": validation_size, "seed": VALIDATION_SEED}
+        (x, y), (xv, yv) = (x[keep], y[keep]), (x[held], y[held])
     n_epochs = recipe.epochs if epochs is None else epochs
-    log(f"training {arch} on {dataset}: {n_epochs} epochs, seed {seed}")
+    log(f"training {arch} on {len(x)} {dataset} images: {n_epochs} epochs, seed {seed}")
     hist = train(model, x, y, epochs=n_epochs, lr=recipe.lr, weight_decay=recipe.weight_decay,
                  schedule=recipe.schedule, seed=seed, progress=progress)
-    acc = evaluate(model, xt, yt)
-    meta = {"dataset": dataset, "test_accuracy": acc, "epochs": n_epochs, "seed": seed,
-            "train_seconds": hist.total_seconds}
+    if validation_size:
+        meta["validation_accuracy"] = evaluate(model, xv, yv)
+    meta.update(test_accuracy=evaluate(model, xt, yt), epochs=n_epochs,
+                train_seconds=hist.total_seconds)
     save_checkpoint(out, model, arch, kwargs, meta)
-    log(f"test accuracy {acc:.2f} %  ({hist.total_seconds:.0f} s) -> {out}")
+    log(f"test accuracy {meta['test_accuracy']:.2f} %  ({hist.total_seconds:.0f} s) -> {out}")
     return model, meta
 
 
-def prune_model(model, dataset: str, *, data_dir=None, samples=2000, seed=0, finetune_epochs=0,
-                finetune_lr=1e-3, progress=True, log=print, **prune_kwargs) -> dict:
-    """Prune ``model`` on ``samples`` training images, evaluate before/after (and after masked
-    fine-tuning when asked). Returns {"result": PruneResult, "summary": dict}."""
-    x, y = load_dataset(dataset, "train", data_dir)
-    xt, yt = load_dataset(dataset, "test", data_dir)
-    xs, _ = subset(x, y, min(samples, len(x)), seed=seed)
-    acc_before = evaluate(model, xt, yt)
+def prune_model(model, calibration: Calibration, *, method: NetTrim | None = None,
+                mode: str = "cascade", max_drop: float | None = None, finetune_epochs=0,
+                finetune_lr=1e-3, capture=None, progress=True, log=print) -> dict:
+    """Prune ``model`` on the calibration draw: at the method's tolerance, or, with
+    ``max_drop`` (points), the sparsest model within that validation budget (``shrink``). The
+    test split is evaluated once, for the model returned. Returns {"result", "summary"[,
+    "finetuned"]}; with an unreachable budget, {"summary"} alone (status budget_unreachable)."""
+    xs, val = calibration.draw()
     t0 = time.perf_counter()
-    result = prune(model, xs, progress=progress, **prune_kwargs)
-    prune_seconds = time.perf_counter() - t0
-    acc_after = evaluate(result.model, xt, yt)
-    summary = {"dataset": dataset, "samples": int(xs.shape[0]), "test_accuracy_before": acc_before,
-               "test_accuracy_after": acc_after, "prune_seconds": prune_seconds,
-               "report": result.report.to_dict()}
+    summary = {"dataset": calibration.dataset, "calibration": calibration.record(xs)}
+    if max_drop is None:
+        result = prune(model, xs, method=method, mode=mode, capture=capture, progress=progress)
+    else:
+        require(val is not None, "--max-drop needs a validation split: --validation-size > 0")
+        found = shrink(model, xs, val, max_drop / 100, method, mode, capture=capture,
+                       progress=progress, log=log)
+        summary["search"] = found.to_dict()
+        summary["search"].pop("report")
+        if found.status == Status.BUDGET_UNREACHABLE:
+            return {"summary": summary}
+        result = found
+    summary["prune_seconds"] = time.perf_counter() - t0
+    x, y = load_dataset(calibration.dataset, "train", calibration.data_dir)
+    xt, yt = load_dataset(calibration.dataset, "test", calibration.data_dir)
+    summary.update(test_accuracy_before=evaluate(model, xt, yt),
+                   test_accuracy_after=evaluate(result.model, xt, yt),
+                   report=result.report.to_dict())
     out = {"result": result, "summary": summary}
     if finetune_epochs:
         tuned = out["finetuned"] = copy.deepcopy(result.model)
-        hist = finetune(tuned, x, y, epochs=finetune_epochs, lr=finetune_lr, seed=seed, progress=progress)
+        hist = finetune(tuned, x, y, epochs=finetune_epochs, lr=finetune_lr, seed=calibration.seed,
+                        progress=progress)
         summary["finetune"] = {"epochs": finetune_epochs, "lr": finetune_lr,
                                "seconds": hist.total_seconds,
                                "test_accuracy": evaluate(tuned, xt, yt),
@@ -100,8 +172,13 @@ def prune_model(model, dataset: str, *, data_dir=None, samples=2000, seed=0, fin
 def print_summary(summary: dict, result, log=print) -> None:
     log(layer_table(result.report))
     rep = result.report
-    log(f"output discrepancy on the pruning samples: {rep.output_error / rep.output_norm:.4f} (relative)"
-        + (f", bound {rep.bound / rep.output_norm:.4f}" if rep.bound is not None else ""))
+    if rep.bound is not None:
+        log(f"certified: every layer within its tolerance on the calibration inputs; output "
+            f"discrepancy {rep.output_error / rep.output_norm:.4f} <= bound "
+            f"{rep.bound / rep.output_norm:.4f} (relative)")
+    else:
+        log(f"no network bound: not certified {', '.join(rep.uncertified)}; output discrepancy "
+            f"{rep.output_error / rep.output_norm:.4f} (relative)")
     log(f"test accuracy: {summary['test_accuracy_before']:.2f} % -> {summary['test_accuracy_after']:.2f} % "
         f"with {100 * rep.sparsity:.2f} % of weights and biases removed "
         f"({rep.total / max(rep.nnz_after, 1):.1f}x smaller)")
@@ -114,20 +191,27 @@ def print_summary(summary: dict, result, log=print) -> None:
 
 def write_outputs(out: dict, out_dir: Path, stem: str, source: Path | None = None,
                   arch: str | None = None, arch_kwargs: dict | None = None) -> dict:
-    """Pruned checkpoint(s) (never over the source), JSON report and PNG, each written atomically."""
+    """Pruned checkpoint(s) (never over the source), JSON report and PNG, each written atomically.
+
+    The pruned checkpoint's meta carries what ``nettrim verify`` needs: the prune report (the
+    certificate), the calibration draw and the source checkpoint's path and sha256."""
     summary, result = out["summary"], out["result"]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / f"{stem}.json", "plot": out_dir / f"{stem}.png"}
     if arch is not None:
+        src = None if source is None else {"path": str(Path(source).resolve()), "sha256": file_sha256(source)}
         models = {"checkpoint": (result.model, summary["test_accuracy_after"], "")}
         if "finetuned" in out:
             models["finetuned_checkpoint"] = (out["finetuned"], summary["finetune"]["test_accuracy"],
                                               "-finetuned")
         for key, (model, acc, suffix) in models.items():
             ckpt = out_dir / f"{stem}{suffix}.pt"
-            require(source is None or ckpt.resolve() != source.resolve(),
+            require(source is None or ckpt.resolve() != Path(source).resolve(),
                     f"refusing to overwrite the input checkpoint {source}: choose another --out")
-            save_checkpoint(ckpt, model, arch, arch_kwargs, {"pruned": True, "test_accuracy": acc})
+            meta = {"pruned": True, "test_accuracy": acc, "finetuned": bool(suffix)}
+            if not suffix:  # fine-tuning moves the weights: only the pruned model is certified
+                meta.update(certificate=summary["report"], calibration=summary["calibration"], source=src)
+            save_checkpoint(ckpt, model, arch, arch_kwargs, meta)
             paths[key] = ckpt
     plot_nonzeros(result.report, paths["plot"])
     summary = dict(summary, outputs={k: str(v) for k, v in paths.items()})
@@ -135,38 +219,81 @@ def write_outputs(out: dict, out_dir: Path, stem: str, source: Path | None = Non
     return paths
 
 
-def load_or_train(path: Path, arch: str, dataset: str, *, progress=True, log=print, epochs=None,
+def verify_checkpoint(path: Path, *, dataset: str | None = None, data_dir=None,
+                      samples: int | None = None, original: Path | None = None, log=print) -> bool:
+    """Recompute every certified claim of a pruned checkpoint (``nettrim.pruners.verify``) on
+    its recorded calibration draw; True when every claim holds."""
+    from ..pruners.verify import verify
+
+    pruned, info = load_checkpoint(path)
+    meta = info["meta"]
+    require(meta.get("certificate") and meta.get("calibration"),
+            f"{path} carries no certificate: verify a checkpoint written by `nettrim prune` "
+            "(not a fine-tuned one)")
+    cal = meta["calibration"]
+    require(dataset is None or dataset == cal["dataset"],
+            f"{path} was pruned on {cal['dataset']}, not {dataset}: pass --data {cal['dataset']}")
+    draw = Calibration(cal["dataset"], cal["samples"], cal["seed"], cal["validation_size"],
+                       cal["validation_seed"], data_dir if data_dir is not None else cal["data_dir"])
+    xs, _ = draw.draw()
+    require(tensor_sha256(xs) == cal["sha256"],
+            f"the calibration inputs drawn again do not match the report's hash: the {cal['dataset']} "
+            "files differ from those the model was pruned on (check --data-dir)")
+    src = Path(original) if original is not None else Path((meta.get("source") or {}).get("path", ""))
+    require(src.is_file(), f"the original checkpoint {src} is not there: pass --original PATH")
+    require(original is not None or file_sha256(src) == meta["source"]["sha256"],
+            f"{src} changed since {path} was pruned from it (sha256 differs): pass --original PATH")
+    model, _ = load_checkpoint(src)
+    if samples is not None:
+        require(1 <= samples <= len(xs), f"--samples must lie in 1..{len(xs)}, got {samples}")
+        xs = xs[:samples]
+    checks = verify(model, pruned, xs, meta["certificate"],
+                    subset=samples is not None and samples < cal["samples"])
+    for c in checks:
+        log(f"{c.layer:<10} {c.claim:<36} {c.measured:12.6g} <= {c.limit:12.6g}  "
+            f"{'holds' if c.holds else 'FAILS'}")
+    held = all(c.holds for c in checks)
+    log(f"{len(checks)} certified claims checked on {len(xs)} calibration samples: "
+        + ("all hold" if held else f"{sum(not c.holds for c in checks)} do not hold"))
+    return held
+
+
+def load_or_train(arch: str, dataset: str, *, epochs=None, seed=0, progress=True, log=print,
                   data_dir=None):
-    """Reuse the cached checkpoint at ``path`` when it loads, else train one there."""
-    if path.exists():
-        try:
-            model, info = load_checkpoint(path)
-            if info["arch"] == arch:
-                log(f"reusing {path} ({info['meta'].get('test_accuracy', float('nan')):.2f} % test accuracy)")
-                return model, info
-        except NettrimError as exc:
-            log(f"cached checkpoint unusable ({exc}); training a new one")
-    model, meta = train_model(arch, dataset, path, progress=progress, log=log, epochs=epochs,
-                              data_dir=data_dir)
-    return model, {"arch": arch, "arch_kwargs": recipe_kwargs(arch, dataset), "meta": meta}
+    """The reference model of ``arch`` on ``dataset`` from the one model cache
+    (``nettrim.experiments.zoo``), trained there with its recipe when missing."""
+    from ..experiments import zoo
+
+    require(data_dir is None, "cached reference models use the installed datasets: drop --data-dir "
+                              "or pass --checkpoint")
+    recipe = RECIPES.get(arch, Recipe())
+    model, info = zoo.get_model(arch, dataset, recipe.epochs if epochs is None else epochs, seed,
+                                dropout=recipe.dropout or 0.0, lr=recipe.lr,
+                                weight_decay=recipe.weight_decay, schedule=recipe.schedule,
+                                validation=VALIDATION_SIZE, progress=progress, log=log)
+    log(f"{'reusing' if info['cached'] else 'trained'} {info['path']} "
+        f"({info['test_accuracy']:.2f} % test accuracy)")
+    return model, info
 
 
-DEMO = dict(arch="lenet-300-100", dataset="mnist", epsilon=0.1, gamma=1.1, reweight=2, samples=2000)
+DEMO = dict(arch="lenet-300-100", dataset="mnist", max_drop=0.5, samples=2000)
 
 
-def demo(out_dir: Path, *, epsilon=None, samples=None, finetune_epochs=1, progress=True, log=print) -> dict:
-    """The main job: train (or reuse) LeNet-300-100 on MNIST, prune it with Net-Trim cascade,
-    print the table, write report JSON + PNG + pruned checkpoint under ``out_dir``."""
+def demo(out_dir: Path, *, max_drop=None, samples=None, finetune_epochs=1, progress=True,
+         log=print) -> dict:
+    """The main job: LeNet-300-100 on MNIST (trained once, cached), then the sparsest Net-Trim
+    model within ``max_drop`` points of validation accuracy; prints the trail and the table,
+    writes report JSON + PNG + pruned checkpoint under ``out_dir``."""
     out_dir = Path(out_dir)
-    model, info = load_or_train(out_dir / "lenet-300-100.pt", DEMO["arch"], DEMO["dataset"],
-                                progress=progress, log=log)
-    out = prune_model(model, DEMO["dataset"], samples=samples or DEMO["samples"],
-                      finetune_epochs=finetune_epochs, progress=progress, log=log,
-                      method="nettrim", mode="cascade", epsilon=epsilon or DEMO["epsilon"],
-                      gamma=DEMO["gamma"], reweight=DEMO["reweight"])
-    result, summary = out["result"], out["summary"]
-    print_summary(summary, result, log)
-    paths = write_outputs(out, out_dir, "lenet-300-100-nettrim", None, DEMO["arch"],
-                          info.get("arch_kwargs"))
+    model, info = load_or_train(DEMO["arch"], DEMO["dataset"], progress=progress, log=log)
+    source = Path(info["path"])
+    arch_kwargs = load_checkpoint(source)[1]["arch_kwargs"]
+    calibration = Calibration(DEMO["dataset"], samples or DEMO["samples"])
+    out = prune_model(model, calibration, max_drop=DEMO["max_drop"] if max_drop is None else max_drop,
+                      finetune_epochs=finetune_epochs, progress=progress, log=log)
+    if "result" not in out:
+        raise NettrimError("no tolerance keeps the model within the budget: raise --max-drop")
+    print_summary(out["summary"], out["result"], log)
+    paths = write_outputs(out, out_dir, "lenet-300-100-nettrim", source, DEMO["arch"], arch_kwargs)
     log("wrote " + ", ".join(str(p) for p in paths.values()))
-    return summary
+    return out["summary"]

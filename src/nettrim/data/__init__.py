@@ -2,7 +2,7 @@
 from .api import clear_cache, load_dataset, load_raw, normalize
 from .idx import read_idx
 from .registry import DATASETS, SPLITS, DatasetInfo, dataset_info
-from .sampling import make_loader, subset
+from .sampling import make_loader, subset, validation_split
 
 __all__ = ["DATASETS", "SPLITS", "DatasetInfo", "dataset_info", "load_dataset", "load_raw",
-           "normalize", "read_idx", "subset", "make_loader", "clear_cache"]
+           "normalize", "read_idx", "subset", "validation_split", "make_loader", "clear_cache"]

@@ -28,6 +28,17 @@ def subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, seed: int 
     return images[idx], labels[idx]
 
 
+def validation_split(n_total: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices): ``size`` of ``range(n_total)`` held out at random
+    with ``seed``, the rest kept for training and calibration, both sorted. Every choice among
+    settings is made on the validation part; the test split is only ever reported."""
+    require(isinstance(size, int) and 1 <= size < n_total,
+            f"validation size must lie in 1..{n_total - 1} (the training split has {n_total} "
+            f"samples), got {size}")
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    return perm[size:].sort().values, perm[:size].sort().values
+
+
 def _round_robin(lab: torch.Tensor) -> torch.Tensor:
     """Order positions by (rank within own class, position): one of each class per round."""
     require(bool((lab >= 0).all()), "subset: labels must be non-negative for stratified sampling")

@@ -32,7 +32,7 @@ from ..capture import capture_layer, trace_layers
 from ..data import subset
 from ..layer import ADMMSettings
 from ..models import evaluate
-from ..pruners import prune
+from ..pruners import NetTrim, prune
 from ..pruners.threshold import keep_count, threshold_layer
 from . import zoo
 from .common import AdmmPreset, begin_run, write_run
@@ -146,8 +146,8 @@ def nettrim_per_layer(model: nn.Module, names: Sequence[str], x_prune: torch.Ten
                disable=not progress)
     for eps in epsilons:
         for name in names:
-            res = prune(model, x_prune, mode="parallel", epsilon=eps, layers=[name],
-                        settings=settings, cleanup=False, progress=False)
+            res = prune(model, x_prune, method=NetTrim.paper(epsilon=eps, settings=settings),
+                        mode="parallel", layers=[name], cleanup=False, progress=False)
             rep = res.report.layers[0]
             nnz = layer_nnz(res.model, name)
             total = layer_size(model, name)

@@ -28,7 +28,7 @@ import numpy as np
 from ..capture import trace_layers
 from ..data import subset
 from ..models import evaluate
-from ..pruners import prune
+from ..pruners import NetTrim, prune
 from ..pruners.threshold import keep_count
 from . import zoo
 from .common import AdmmPreset, begin_run, write_run
@@ -94,8 +94,8 @@ def one_model(p: Preset, k: int | None, mode: str, seed: int, progress: bool) ->
              for s in p.sparsities]
     nt = []
     for eps in p.epsilons:
-        res = prune(model, x_prune, mode="parallel", epsilon=eps, layers=[first],
-                    settings=p.settings(), cleanup=False, progress=False)
+        res = prune(model, x_prune, method=NetTrim.paper(epsilon=eps, settings=p.settings()),
+                    mode="parallel", layers=[first], cleanup=False, progress=False)
         nnz = layer_nnz(res.model, first)
         rep = res.report.layers[0]
         nt.append(dict(epsilon=eps, nnz=nnz, sparsity=1 - nnz / size,

@@ -17,7 +17,7 @@ import torch
 
 from ..data import subset
 from ..models import count_nonzero, evaluate
-from ..pruners import prune
+from ..pruners import NetTrim, prune
 from . import zoo
 from .common import AdmmPreset, begin_run, write_run
 from .depth import layer_nnz, thresholded
@@ -106,8 +106,8 @@ def run(p: Preset, seed: int = 0, progress: bool = True) -> dict:
     models = {"original": model}
     pruned = {}
     for eps in p.epsilons:
-        res = prune(model, x_prune, mode=p.mode, epsilon=eps, gamma=p.gamma,
-                    settings=p.settings(), progress=False)
+        res = prune(model, x_prune, method=NetTrim.paper(epsilon=eps, gamma=p.gamma, settings=p.settings()),
+                    mode=p.mode, progress=False)
         counts = {r.name: layer_nnz(res.model, r.name) for r in res.report.layers}
         models[f"nettrim g={eps:g}"] = res.model
         models[f"threshold g={eps:g}"] = thresholded(model, counts)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_dataset, subset
+from ..data import load_dataset, subset, validation_split
 from ..data.registry import dataset_info
 from ..errors import NettrimError, require
 from ..models import build_model, evaluate, load_checkpoint, save_checkpoint, train
@@ -141,6 +141,7 @@ class ModelKey:
     pca_k: int | None = None
     pca_mode: str = "coords"
     pca_fit_samples: int | None = 20000
+    validation: int | None = None
 
     def file_name(self) -> str:
         tag = f"-pca{self.pca_k}{self.pca_mode[0]}" if self.pca_k is not None else ""
@@ -153,7 +154,8 @@ def get_model(arch: str, dataset: str, epochs: int, seed: int, in_features: int 
               train_samples: int | None = None, dropout: float = 0.2, lr: float = 1e-3,
               weight_decay: float = 0.0, batch_size: int = 128, schedule: str = "cosine",
               pca_k: int | None = None, pca_mode: str = "coords",
-              pca_fit_samples: int | None = 20000, cache: str | os.PathLike | None = None,
+              pca_fit_samples: int | None = 20000, validation: int | None = None,
+              cache: str | os.PathLike | None = None,
               progress: bool = True, log=None) -> tuple[torch.nn.Module, dict]:
     """Load the model with this key from the cache, or train it there (Adam, cross-entropy).
 
@@ -166,6 +168,8 @@ def get_model(arch: str, dataset: str, epochs: int, seed: int, in_features: int 
         train_samples: train on a stratified subset of this size (None: the whole split).
         dropout, lr, weight_decay, batch_size, schedule: the recipe.
         pca_k, pca_mode, pca_fit_samples: train on PCA-projected inputs (see :func:`load_data`).
+        validation: hold out this many training images (``validation_split``, seed 0: the same
+            split for every model seed) and train on the rest.
         cache: cache folder (default :func:`cache_dir`).
     Returns:
         (model in eval mode, info) with info = {"key", "path", "test_accuracy",
@@ -178,7 +182,7 @@ def get_model(arch: str, dataset: str, epochs: int, seed: int, in_features: int 
         in_features = pca_k
     key = ModelKey(arch, dataset, int(epochs), int(seed), in_features, train_samples,
                    float(dropout), float(lr), float(weight_decay), int(batch_size), schedule,
-                   pca_k, pca_mode, pca_fit_samples if pca_k is not None else None)
+                   pca_k, pca_mode, pca_fit_samples if pca_k is not None else None, validation)
     path = cache_dir(cache) / key.file_name()
     if path.exists():
         try:
@@ -192,6 +196,9 @@ def get_model(arch: str, dataset: str, epochs: int, seed: int, in_features: int 
     data = load_data(dataset, pca_k=pca_k, pca_mode=pca_mode, pca_fit_samples=key.pca_fit_samples,
                      seed=0, cache=cache)
     x, y = data.x_train, data.y_train
+    if validation is not None:
+        keep, _ = validation_split(len(x), validation)
+        x, y = x[keep], y[keep]
     if train_samples is not None:
         x, y = subset(x, y, min(train_samples, len(x)), seed=seed)
     info_ds = dataset_info(dataset)

@@ -19,12 +19,13 @@ its constraints have been measured.
 """
 from __future__ import annotations
 
-import time
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ..errors import require
 from .problem import LayerProblem, constraints_hold
 
 
@@ -45,10 +46,10 @@ class ADMMSettings:
         dtype: computation precision (float32 is safe: the system matrix has eigenvalues >= 1).
         relaxation: over-relaxation alpha in [1, 2) (Boyd et al. 2011, section 3.4.3); 1 is
             plain ADMM.
-        reweight_rel_tol: ``rel_tol`` of the solves that only set the weights of the next
-            reweighting round (all but the last); None keeps ``rel_tol``. 1e-2 halves the time
-            of ``reweight=3`` on LeNet-300-100 for 0.07 points of accuracy (README); the last
-            solve, the answer, is always held to ``rel_tol`` and checked.
+        support_rel_tol: ``rel_tol`` of the solves that only choose a support: the reweighting
+            rounds before the last, and every round when the values are refit afterwards
+            (``trim_layer(refit=True)``; the refit answer is measured, and the last round is
+            finished at ``rel_tol`` if it does not certify). None keeps ``rel_tol``.
         spectral_ratio: inputs and targets are divided by c = ||X||_2 / spectral_ratio before
             iterating, which sets the balance between the two constraint blocks (U itself is
             unchanged). The authors use c = 0.3 max feature norm; measured on MNIST layers and
@@ -66,14 +67,41 @@ class ADMMSettings:
     relaxation: float = 1.6
     dtype: torch.dtype = torch.float32
     spectral_ratio: float = 25.0
-    reweight_rel_tol: float | None = None
+    support_rel_tol: float | None = 1e-2
+
+    def __post_init__(self):
+        positive = dict(abs_tol=self.abs_tol, rel_tol=self.rel_tol,
+                        feasibility_tol=self.feasibility_tol, spectral_ratio=self.spectral_ratio)
+        if self.rho is not None:
+            positive["rho"] = self.rho
+        if self.support_rel_tol is not None:
+            positive["support_rel_tol"] = self.support_rel_tol
+        for name, value in positive.items():
+            require(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+                    f"ADMMSettings.{name} must be a positive number, got {value!r}")
+        for name in ("max_iterations", "check_every"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                    f"ADMMSettings.{name} must be an integer >= 1, got {value!r}")
+        require(isinstance(self.adapt_iterations, int) and self.adapt_iterations >= 0,
+                f"ADMMSettings.adapt_iterations must be an integer >= 0, got {self.adapt_iterations!r}")
+        require(isinstance(self.relaxation, (int, float)) and 1 <= self.relaxation < 2,
+                f"ADMMSettings.relaxation must lie in [1, 2), got {self.relaxation!r}")
+        require(self.dtype in (torch.float32, torch.float64),
+                f"ADMMSettings.dtype must be torch.float32 or torch.float64, got {self.dtype!r}")
 
 
 @dataclass
 class ADMMOutput:
+    """Per neuron (M,): iterations, convergence, and the primal and dual residuals and penalty
+    rho at the last check (in the solver's scaled units: data divided by c, see ``solve_admm``)."""
+
     U: torch.Tensor  # (N', M), exact zeros
     iterations: torch.Tensor  # (M,) iterations per neuron
     converged: torch.Tensor  # (M,) bool
+    primal_residual: torch.Tensor  # (M,)
+    dual_residual: torch.Tensor  # (M,)
+    rho: torch.Tensor  # (M,)
 
 
 Progress = Callable[[int, int, int], None]  # (iteration, neurons done, neurons total)
@@ -177,6 +205,7 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
     result = torch.zeros(N, M, dtype=dt, device=dev)
     iters = torch.zeros(M, dtype=torch.long)
     done = torch.zeros(M, dtype=torch.bool)
+    last = torch.zeros(3, M, dtype=dt)  # primal residual, dual residual, rho at the last check
     cols = torch.arange(M, device=dev)  # neurons still iterating
     rho = torch.full((M,), rho0, dtype=dt, device=dev)
     U1, U2 = torch.zeros_like(AW3), torch.zeros_like(W3)
@@ -210,6 +239,7 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
         ok = small & _feasible(forward(W2), W2, Yc, Vc, mc, ec, per_neuron,
                                settings.feasibility_tol, hinge)
         iters[cols.cpu()] = it
+        last[:, cols.cpu()] = torch.stack([r, s, rho]).cpu()
         if settings.adaptive_rho and it <= settings.adapt_iterations:
             rho, U1, U2 = _balance(rho, U1, U2, r, s, per_neuron)
         if ok.any() and (per_neuron or ok.all()):
@@ -225,7 +255,8 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
             progress(it, int(done.sum()), M)
     if cols.numel():
         result[:, cols] = soft_threshold(W3 - U2, wc / rho)
-    return ADMMOutput(U=result, iterations=iters, converged=done)
+    return ADMMOutput(U=result, iterations=iters, converged=done, primal_residual=last[0],
+                      dual_residual=last[1], rho=last[2])
 
 
 def _feasible(AU, U, Y, V, mask, eps, per_neuron, tol, hinge=False):

@@ -10,6 +10,7 @@ import torch
 from ..errors import NettrimError, require
 from .admm import ADMMSettings, Progress, solve_admm
 from .polish import polish_on_support
+from .refit import refit_on_support
 from .problem import LayerProblem, append_ones, constraints_hold, split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 
@@ -27,6 +28,7 @@ def trim_layer(
     warm_start: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     reweight: int = 0,
     polish: bool = False,
+    refit: bool = False,
     hinge: bool = False,
     progress: Progress | None = None,
 ) -> LayerResult:
@@ -77,38 +79,55 @@ def trim_layer(
         if fit is not None:
             return _result(problem, fit, INFEASIBLE, 0, epsilon, settings, start)
     U0 = None if warm_start is None else _stack(warm_start, bias).to(dt)
-    U, converged, iterations = _solve_on_live_features(problem, settings, U0, reweight, progress)
+    U, out = _solve_on_live_features(problem, settings, U0, reweight, progress, loose_last=refit)
     if polish:
         U = polish_on_support(problem, U)
-    status = SOLVED if converged else MAX_ITERATIONS
-    return _result(problem, U, status, iterations, epsilon, settings, start)
+    if refit:
+        measured = replace(problem, hinge=problem.relu)  # the refit is certified by the hinge ball
+        refitted = refit_on_support(measured, U)
+        if not _within_hinge(measured, refitted, settings) and settings.support_rel_tol is not None:
+            # the loose supports did not certify: solve again at rel_tol throughout, refit again
+            U, out = _solve_on_live_features(problem, replace(settings, support_rel_tol=None), U0,
+                                             reweight, progress)
+            refitted = refit_on_support(measured, U)
+        problem, U = measured, refitted
+    status = SOLVED if bool(out.converged.all()) else MAX_ITERATIONS
+    result = _result(problem, U, status, int(out.iterations.max()), epsilon, settings, start)
+    result.primal_residual = float(out.primal_residual.norm())
+    result.dual_residual = float(out.dual_residual.norm())
+    result.rho = float(out.rho.median())
+    return result
 
 
-def _solve_on_live_features(problem, settings, U0, reweight, progress):
-    """ADMM on the features that are not identically zero, then reweighted rounds.
+def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_last=False):
+    """ADMM on the features that are not identically zero, then reweighted rounds; returns U
+    and the last solve's output (its iterations summed over the rounds).
 
     A feature (column of A) that is zero on every sample leaves every constraint unchanged,
     so its weights are 0 at the optimum: it is dropped before solving (MNIST border pixels).
-    With ``settings.reweight_rel_tol`` every solve but the last (those that only set the next
-    round's weights) stops at that looser relative tolerance.
+    With ``settings.support_rel_tol`` every solve that only chooses a support stops at that
+    looser relative tolerance: the reweighting rounds before the last, and with ``loose_last``
+    (the values are refit afterwards) the last one too.
     """
     live = problem.A.abs().amax(dim=0) > 0
     sub = replace(problem, A=problem.A[:, live])
-    loose = settings if settings.reweight_rel_tol is None else \
-        replace(settings, rel_tol=settings.reweight_rel_tol)
-    out = solve_admm(sub, loose if reweight else settings,
+    loose = settings if settings.support_rel_tol is None else \
+        replace(settings, rel_tol=max(settings.rel_tol, settings.support_rel_tol))
+    last = loose if loose_last else settings
+    out = solve_admm(sub, loose if reweight else last,
                      warm_start=None if U0 is None else U0[live], progress=progress)
     iterations = out.iterations.clone()
     for r in range(reweight):
         nonzero = out.U[out.U != 0]
         delta = 0.1 * float(nonzero.abs().mean()) if nonzero.numel() else 1.0
         w = 1.0 / (out.U.abs() + delta)
-        out = solve_admm(sub, settings if r == reweight - 1 else loose, warm_start=out.U,
+        out = solve_admm(sub, last if r == reweight - 1 else loose, warm_start=out.U,
                          l1_weights=w / w.mean(), progress=progress)
         iterations += out.iterations
     U = torch.zeros(problem.A.shape[1], problem.Y.shape[1], dtype=out.U.dtype, device=out.U.device)
     U[live] = out.U
-    return U, bool(out.converged.all()), int(iterations.max())
+    out.iterations = iterations
+    return U, out
 
 
 def _stack(warm_start, bias: bool) -> torch.Tensor:
@@ -158,6 +177,14 @@ def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerRe
         discrepancy=float(disc.norm()), epsilon=float(epsilon), max_violation=float(viol.max()),
         tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
         per_neuron_discrepancy=disc.float(), hinge_residual=float(hinge.norm()), within=within)
+
+
+def _within_hinge(problem: LayerProblem, U, settings) -> bool:
+    """Whether U meets ``problem``'s constraints to ``settings.feasibility_tol``, in float64."""
+    p64 = replace(problem, A=problem.A.double(), Y=problem.Y.double(), V=problem.V.double(),
+                  eps=problem.eps.double())
+    U64 = U.double()
+    return _within(p64, U64, p64.discrepancy(U64), settings.feasibility_tol)
 
 
 def _within(p64: LayerProblem, U64, disc, tol) -> bool:

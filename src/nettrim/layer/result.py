@@ -5,9 +5,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-SOLVED = "solved"
-MAX_ITERATIONS = "max_iterations"
-INFEASIBLE = "infeasible"
+from ..status import Status
+
+SOLVED, MAX_ITERATIONS, INFEASIBLE = Status.SOLVED, Status.MAX_ITERATIONS, Status.INFEASIBLE
 
 
 @dataclass
@@ -33,6 +33,9 @@ class LayerResult:
             ``max_violation`` may be positive by design.
         within: the constraints hold to ``tolerance`` on the returned weights, whether or not
             ADMM met its stopping rule (``"solved"`` is both).
+        primal_residual, dual_residual: the ADMM residuals r and s at the last check (root sum
+            of squares over neurons, in the solver's scaled units); rho: the median penalty
+            there. NaN when ADMM did not run (an infeasible logits layer).
     """
 
     weight: torch.Tensor
@@ -48,6 +51,9 @@ class LayerResult:
     per_neuron_discrepancy: torch.Tensor = field(repr=False)
     hinge_residual: float = 0.0
     within: bool = False
+    primal_residual: float = float("nan")
+    dual_residual: float = float("nan")
+    rho: float = float("nan")
     info: dict = field(default_factory=dict)
 
     @property

@@ -22,8 +22,10 @@ _KEYS = ("arch", "arch_kwargs", "state_dict", "meta")
 
 def _plain(obj, where: str):
     """A copy of ``obj`` made of types ``torch.load(weights_only=True)`` accepts."""
-    if obj is None or isinstance(obj, (bool, str)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return str(obj)  # a str enum (nettrim.Status) as its plain value
     if isinstance(obj, numbers.Integral):
         return int(obj)
     if isinstance(obj, numbers.Real):

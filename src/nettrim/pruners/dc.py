@@ -42,11 +42,15 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import require
+from ..status import Status
+from .base import LayerJob, LayerOutcome, PruningMethod, Target, method_options
 from .lobs import one_thread
 from .threshold import keep_count, threshold_layer
 
@@ -249,13 +253,19 @@ def _solver_kw(kw: dict) -> dict:
     return kw
 
 
-def _config(A, relu, theta=10.0, outer=4, stages=3, batch_size=200, step=1e-3, momentum=0.95, seed=0):
-    """Validated solver settings with the capped step eta = min(step, 1 / L^)."""
+def check_options(theta=10.0, outer=4, stages=3, batch_size=200, step=1e-3, momentum=0.95,
+                  seed=0) -> None:
+    """One-line errors for bad solver options."""
     require(float(theta) > 0, f"theta must be > 0, got {theta!r}")
     require(int(outer) >= 1 and int(stages) >= 1 and int(batch_size) >= 1,
             "outer, stages and batch_size must be positive integers")
     require(step is None or float(step) > 0, f"step must be > 0 or None, got {step!r}")
     require(0.0 <= float(momentum) < 1.0, f"momentum must lie in [0, 1), got {momentum!r}")
+
+
+def _config(A, relu, theta=10.0, outer=4, stages=3, batch_size=200, step=1e-3, momentum=0.95, seed=0):
+    """Validated solver settings with the capped step eta = min(step, 1 / L^)."""
+    check_options(theta, outer, stages, batch_size, step, momentum, seed)
     cap = 1.0 / max(_lipschitz(A, relu), 1e-30)
     eta = cap if step is None else min(float(step), cap)
     return {"relu": bool(relu), "theta": float(theta), "outer": int(outer), "stages": int(stages),
@@ -291,3 +301,47 @@ def _split(U: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     if bias is None:
         return U.T.to(weight.dtype).contiguous(), None
     return U[:-1].T.to(weight.dtype).contiguous(), U[-1].to(bias.dtype).contiguous()
+
+
+@method_options
+class DC(PruningMethod):
+    """FeTa DC pruning (softplus surrogate with ``theta``, DCA with ``outer`` steps, each solved
+    by accelerated proximal SVRG: ``stages``, minibatch ``batch_size``, ``step``, ``momentum``),
+    lambda searched to the target count (within ``tol``, at most ``max_search`` solves)."""
+
+    theta: float = 10.0
+    outer: int = 4
+    stages: int = 3
+    batch_size: int = 200
+    step: float | None = 1e-3
+    momentum: float = 0.95
+    seed: int = 0
+    tol: float = 0.01
+    max_search: int = 12
+    name: ClassVar[str] = "dc"
+
+    def __post_init__(self):
+        check_options(self.theta, self.outer, self.stages, self.batch_size, self.step,
+                      self.momentum, self.seed)
+        require(float(self.tol) >= 0 and int(self.max_search) >= 1,
+                "DC.tol must be >= 0 and DC.max_search >= 1")
+
+    def layer_method(self, mode: str, target: Target | None):
+        return DCLayer(target, asdict(self))
+
+
+@dataclass
+class DCLayer:
+    """The layer method of :class:`DC`."""
+
+    target: Target
+    options: dict
+
+    def __call__(self, job: LayerJob) -> LayerOutcome:
+        total = job.weight.numel() + (0 if job.bias is None else job.bias.numel())
+        sparsity = 1 - self.target.keep(job) / total
+        w, b, info = dc_layer_at_sparsity(job.weight, job.bias, job.X, job.Y, sparsity,
+                                          relu=job.spec.relu, **self.options)
+        status = Status.THRESHOLDED if info["thresholded"] else (
+            Status.FITTED if info["reached"] else Status.TARGET_MISSED)
+        return LayerOutcome(w, b, status=status, info=info)

@@ -39,10 +39,13 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ..errors import require
+from .base import LayerJob, LayerOutcome, PruningMethod, Target, method_options
 from .threshold import as_count
 
 Params = tuple[torch.Tensor, torch.Tensor | None]
@@ -315,3 +318,36 @@ def _split(new: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
 def _with_ones(X: torch.Tensor) -> torch.Tensor:
     return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
 
+
+
+@method_options
+class LOBS(PruningMethod):
+    """Layer-wise OBS with the damped Hessian H = A^T A / P + damp mean(diag H) I of the layer
+    inputs. ``greedy=True``: exact greedy removal with downdated H^-1 (Optimal Brain
+    Compression); ``greedy=False``: the public L-OBS code's one-shot ranking."""
+
+    greedy: bool = True
+    damp: float = 1e-2
+    name: ClassVar[str] = "lobs"
+
+    def __post_init__(self):
+        require(isinstance(self.greedy, bool), f"LOBS.greedy must be True or False, got {self.greedy!r}")
+        require(isinstance(self.damp, (int, float)) and math.isfinite(self.damp) and self.damp >= 0,
+                f"LOBS.damp must be a number >= 0, got {self.damp!r}")
+
+    def layer_method(self, mode: str, target: Target | None):
+        return LOBSLayer(target, self.greedy, float(self.damp))
+
+
+@dataclass
+class LOBSLayer:
+    """The layer method of :class:`LOBS`."""
+
+    target: Target
+    greedy: bool
+    damp: float
+
+    def __call__(self, job: LayerJob) -> LayerOutcome:
+        w, b = lobs_layer(job.weight, job.bias, job.X, self.target.keep(job), greedy=self.greedy,
+                          damp=self.damp)
+        return LayerOutcome(w, b, info={"greedy": self.greedy})

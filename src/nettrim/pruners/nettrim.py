@@ -35,15 +35,105 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 
-from ..errors import NettrimError
+from ..errors import NettrimError, require
 from ..layer import ADMMSettings, trim_layer
 from ..layer.problem import split_budget
 from ..layer.result import INFEASIBLE
-from .base import LayerJob, LayerOutcome
+from .base import LayerJob, LayerOutcome, PruningMethod, Target, method_options, slack
+
+
+@method_options
+class NetTrim(PruningMethod):
+    """Net-Trim: per layer, the sparsest weights (least l1 norm) whose response stays within a
+    tolerance of the original on the calibration inputs (module docstring for the schemes).
+
+    Options:
+        epsilon: relative tolerance, eps_l = epsilon ||Y_l||_F (parallel; the first layer in
+            cascade). gamma: cascade inflation >= 1 of the later layers' eps. kappa: risk
+            factor in (0, 1] on the logits layer's eps.
+        reweight: rounds of reweighted l1 after the first solve (sparser at the same eps).
+        refit: refit the values on the chosen support (``nettrim.layer.refit``): same support,
+            the layer's ReLU-aware fit; the certificate becomes the hinge ball.
+        polish, hinge, relax_slack, margin, per_neuron, layer_epsilon: see ``NetTrimMethod``.
+        settings: the ADMM settings. max_solves: solves of the eps search at a sparsity.
+
+    ``NetTrim.paper()`` is the papers' program: the l1 program alone, one ball per layer.
+    """
+
+    epsilon: float = 0.05
+    gamma: float = 1.1
+    kappa: float = 1.0
+    reweight: int = 0
+    refit: bool = False
+    polish: bool = False
+    hinge: bool = False
+    relax_slack: bool = False
+    margin: float | None = None
+    per_neuron: bool | tuple[str, ...] = False
+    layer_epsilon: dict | None = None
+    settings: ADMMSettings = field(default_factory=ADMMSettings)
+    max_solves: int = 8
+    name: ClassVar[str] = "nettrim"
+    needs_target: ClassVar[bool] = False
+
+    def __post_init__(self):
+        positive = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        require(positive(self.epsilon) and self.epsilon > 0,
+                f"epsilon must be a positive number (relative tolerance), got {self.epsilon!r}")
+        require(positive(self.gamma) and self.gamma >= 1, f"gamma must be >= 1, got {self.gamma!r}")
+        require(positive(self.kappa) and 0 < self.kappa <= 1, f"kappa must lie in (0, 1], got {self.kappa!r}")
+        require(isinstance(self.reweight, int) and not isinstance(self.reweight, bool) and self.reweight >= 0,
+                f"reweight must be an integer >= 0, got {self.reweight!r}")
+        for flag in ("refit", "polish", "hinge", "relax_slack"):
+            require(isinstance(getattr(self, flag), bool), f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.margin is not None:
+            require(positive(self.margin) and 0 <= self.margin <= 1,
+                    f"margin must lie in [0, 1] (a fraction of the original negative pre-activation), got {self.margin!r}")
+            require(not self.relax_slack, "relax_slack is margin=0 on the later cascade layers: pass one or the other")
+        if not isinstance(self.per_neuron, bool):
+            names = self.per_neuron
+            require(not isinstance(names, str) and all(isinstance(n, str) for n in names),
+                    f"per_neuron must be True/False or a list of layer names, got {names!r}")
+            object.__setattr__(self, "per_neuron", tuple(names))
+        for name, value in (self.layer_epsilon or {}).items():
+            require(positive(value) and value > 0, f"layer_epsilon[{name!r}] must be a positive number, got {value!r}")
+        require(isinstance(self.settings, ADMMSettings), f"settings must be an ADMMSettings, got {type(self.settings).__name__}")
+        require(isinstance(self.max_solves, int) and self.max_solves >= 1, f"max_solves must be an integer >= 1, got {self.max_solves!r}")
+
+    @classmethod
+    def paper(cls, epsilon: float = 0.05, gamma: float = 1.1, kappa: float = 1.0,
+              settings: ADMMSettings | None = None) -> "NetTrim":
+        """The seeds' program exactly: min ||U||_1 within eps, V by the scheme, one ball per
+        layer, no reweighting, no refit."""
+        return cls(epsilon=epsilon, gamma=gamma, kappa=kappa, reweight=0, refit=False, polish=False,
+                   hinge=False, relax_slack=False, margin=None, per_neuron=False, layer_epsilon=None,
+                   settings=settings or ADMMSettings())
+
+    def layer_names(self) -> set[str]:
+        """The layer names the options refer to (checked against the model by ``prune``)."""
+        names = set(self.layer_epsilon or ())
+        return names | set(self.per_neuron) if not isinstance(self.per_neuron, bool) else names
+
+    def layer_method(self, mode: str, target: Target | None):
+        per_neuron = self.per_neuron if isinstance(self.per_neuron, bool) else frozenset(self.per_neuron)
+        if target is None:
+            return NetTrimMethod(mode=mode, epsilon=self.epsilon, gamma=self.gamma, kappa=self.kappa,
+                                 per_neuron=per_neuron, reweight=self.reweight, polish=self.polish,
+                                 refit=self.refit, layer_epsilon=self.layer_epsilon,
+                                 relax_slack=self.relax_slack, margin=self.margin, hinge=self.hinge,
+                                 settings=self.settings)
+        require(self.margin is None and not self.layer_epsilon,
+                "margin and layer_epsilon apply to Net-Trim's tolerance control, not to a sparsity or counts target")
+        from .nettrim_count import NetTrimAtSparsity
+
+        return NetTrimAtSparsity(sparsity=target.sparsity, counts=target.counts, settings=self.settings,
+                                 per_neuron=per_neuron, reweight=self.reweight, hinge=self.hinge,
+                                 max_solves=self.max_solves)
 
 
 @dataclass
@@ -61,8 +151,10 @@ class NetTrimMethod:
     relax_slack: bool = False
     margin: float | None = None
     hinge: bool = False
+    refit: bool = False
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
+    warm_starts: dict | None = None  # layer name -> (weight, bias) to start ADMM from
 
     def tolerance(self, job: LayerJob) -> tuple[float, torch.Tensor | None, float]:
         """(absolute eps, V, gap) for this layer under the scheme; gap = ||(W^T Xhat - Y)_Omega||."""
@@ -76,17 +168,17 @@ class NetTrimMethod:
             eps = max(eps, 1e-6 * target)  # pruned input identical to the original: keep eps > 0
         if job.last:
             eps *= self.kappa
-        return eps, self.slack(job), gap
+        return eps, slack(job.Z, self.slack_margin(job)), gap
 
-    def slack(self, job: LayerJob) -> torch.Tensor | None:
-        """V, the bound on the inactive entries of U^T X (None: zeros); module docstring."""
+    def slack_margin(self, job: LayerJob) -> float | None:
+        """theta of V = relu(W^T X) + theta min(W^T X, 0), None for V = 0 (``base.slack``)."""
         if not job.spec.relu:
             return None
         if self.margin is not None:
-            return torch.relu(job.Z) + self.margin * job.Z.clamp(max=0)
+            return self.margin
         if self.mode == "parallel" or job.first:
             return None
-        return torch.relu(job.Z) if self.relax_slack else job.Z
+        return 0.0 if self.relax_slack else 1.0
 
     def radii(self, job: LayerJob) -> torch.Tensor:
         """Per-neuron radii (M,) for a later cascade layer split per neuron: the cascade rule
@@ -108,18 +200,22 @@ class NetTrimMethod:
         # cascade layers after the first: the original weights are feasible and a good start
         # (measured: 3x fewer ADMM iterations); elsewhere the ridge solution starts better
         warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
+        warm = (self.warm_starts or {}).get(job.spec.name, warm)
         res = trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, bias=job.bias is not None,
                          per_neuron=per, settings=self.settings, warm_start=warm,
-                         reweight=self.reweight, polish=self.polish, hinge=self.hinge,
+                         reweight=self.reweight, polish=self.polish, refit=self.refit, hinge=self.hinge,
                          progress=self.progress)
         if res.status == INFEASIBLE:
             raise NettrimError(self._infeasible(job, ball, res))
-        info = {"gap": gap, "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
-                "hinge": self.hinge and job.spec.relu, "hinge_residual": res.hinge_residual,
+        info = {"gap": gap, "slack_margin": self.slack_margin(job),
+                "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
+                "hinge": (self.hinge or self.refit) and job.spec.relu, "hinge_residual": res.hinge_residual,
                 "tolerance": res.tolerance, "solver_seconds": res.seconds,
-                "constraints_hold": res.within}
+                "primal_residual": res.primal_residual, "dual_residual": res.dual_residual,
+                "rho": res.rho}
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
-                            status=res.status, iterations=res.iterations, epsilon=res.epsilon, info=info)
+                            status=res.status, iterations=res.iterations, epsilon=res.epsilon,
+                            certified=res.within, info=info)
 
     def _infeasible(self, job: LayerJob, ball, res) -> str:
         """The one-line error for a logits layer whose least-squares fit misses its ball(s)."""

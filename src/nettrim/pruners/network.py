@@ -18,7 +18,8 @@ from ..capture.batchnorm import fold_batchnorm
 from ..capture import LayerSpec, adapter_for, capture_layer, is_chain, network_output, trace_layers
 from ..errors import NettrimError, require
 from .base import LayerJob, LayerMethod, LayerOutcome
-from .bounds import cascade_bound, cascade_bound_measured, parallel_bound, spectral_norm
+from .bounds import cascade_bound_measured, parallel_bound, spectral_norm
+from .certificate import check_layer
 from .cleanup import remove_dead_units
 from .report import LayerReport, PruneReport
 
@@ -34,17 +35,22 @@ class PruneResult:
 
 
 def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, mode: str,
-               method_name: str, settings: dict, batch_size: int = 1024, cleanup: bool = True,
+               method_name: str, settings: dict, batch_size: int = 1024, cleanup: bool = False,
                progress: bool = True, layers: list[str] | None = None,
-               on_layer=None, capture: dict | None = None) -> PruneResult:
+               on_layer=None, capture: dict | None = None,
+               originals: dict | None = None) -> PruneResult:
     """Prune a deep copy of ``model`` layer by layer with ``method`` under ``mode``.
 
     ``capture``: options for every layer's capture (``capture_layer``), e.g. ``max_rows`` and
     ``seed`` of the patch rows of Conv2d layers; default ``max_rows="auto"`` (see
     ``nettrim.capture.conv``). The same options are used for the original and the pruned
     network, so a cascade layer sees the same patch positions in both.
+
+    ``originals``: a dict shared by runs on the same model and inputs (``shrink``'s trials):
+    the original network's captures are stored there on the first run and reused after.
     """
     capture = {"max_rows": "auto", **(capture or {})}
+    originals = {} if originals is None else originals
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     start = time.perf_counter()
     original, folded = fold_batchnorm(model, inputs[:2]) if _has_batchnorm(model) else (model, [])
@@ -62,7 +68,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         bar.set_postfix_str(spec.name)
         if layers is not None and spec.name not in layers:
             continue
-        job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture)
+        job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture, originals)
         if progress and hasattr(method, "progress"):  # ADMM progress on the layer bar
             method.progress = _admm_postfix(bar, spec.name)
         t0 = time.perf_counter()
@@ -72,15 +78,18 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         if on_layer is not None:
             on_layer(reports[-1])
     bar.close()
-    if cleanup:
-        _cleanup(pruned, specs, reports)
+    if cleanup and _cleanup(pruned, specs, reports):
+        _recertify(original, pruned, specs, inputs, mode, batch_size, capture, reports, originals)
     out_orig = network_output(original, inputs, batch_size)
     out_new = network_output(pruned, inputs, batch_size)
+    skipped = [s.name for s in specs if layers is not None and s.name not in layers]
     report = PruneReport(
         method=method_name, mode=mode, settings=settings, layers=reports,
         seconds=time.perf_counter() - start,
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
-        bound=_bound(mode, reports, original, pruned, settings) if is_chain(specs) else None)
+        bound=None, skipped=skipped)
+    if not report.uncertified and is_chain(specs):  # Theorems 1-2 assume a plain chain
+        report.bound = _bound(mode, reports, original, pruned)
     return PruneResult(pruned, report)
 
 
@@ -96,15 +105,20 @@ def _has_batchnorm(model: nn.Module) -> bool:
 
 
 def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size,
-              capture: dict) -> LayerJob:
-    X0, Z0 = capture_layer(original, spec.name, inputs, batch_size, **capture)
+              capture: dict, originals: dict | None = None) -> LayerJob:
+    cascade = mode == "cascade" and spec.index > 0
+    cache = {} if originals is None else originals
+    if spec.name not in cache:
+        X0, Z0 = capture_layer(original, spec.name, inputs, batch_size, **capture)
+        # a later cascade layer needs only the original's targets, not its inputs
+        cache[spec.name] = (None if cascade else X0, Z0)
+    X0, Z0 = cache[spec.name]
     Y = torch.relu(Z0) if spec.relu else Z0
-    if mode == "cascade" and spec.index > 0:
+    if cascade:
         # layers before ``spec`` are already pruned in ``pruned``; ``spec`` itself is still original
         X, Z = capture_layer(pruned, spec.name, inputs, batch_size, **capture)
     else:
         X, Z = X0, Z0
-    del X0
     weight, bias = adapter_for(original.get_submodule(spec.name), spec.name).get()
     return LayerJob(spec, weight, bias, X, Y, Z, first=spec.index == 0,
                     last=spec.index == len(specs) - 1, images=int(inputs.shape[0]),
@@ -123,10 +137,29 @@ def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float) -> Layer
         discrepancy=float(((Z - job.Y) * job.active).norm()),
         response_error=float((act - job.Y).norm()), target_norm=float(job.Y.norm()),
         status=outcome.status, iterations=outcome.iterations, seconds=seconds,
-        samples=job.X.shape[0], info={"images": job.images, **outcome.info})
+        samples=job.X.shape[0], certified=outcome.certified,
+        info={"images": job.images, **outcome.info})
 
 
-def _cleanup(pruned: nn.Module, specs, reports: list[LayerReport]) -> None:
+def _recertify(original, pruned, specs, inputs, mode, batch_size, capture, reports, originals) -> None:
+    """Measure every certified layer's constraints again on the final model: removing dead
+    units (a unit that feeds nothing loses its inputs) leaves the network's function as it was
+    but may change a layer's own response; a claim that no longer holds loses its certificate."""
+    by_name = {s.name: s for s in specs}
+    for rep in reports:
+        if rep.certified:
+            job = _make_job(original, pruned, by_name[rep.name], specs, inputs, mode, batch_size,
+                            capture, originals)
+            weight, bias = adapter_for(pruned.get_submodule(rep.name), rep.name).get()
+            check = check_layer(job, weight, bias, {"epsilon": rep.epsilon, "info": rep.info})
+            rep.certified = check.holds
+            if not check.holds:
+                rep.info["certificate_lost"] = f"{check.claim}: {check.measured:.4g} > {check.limit:.4g} after dead-unit removal"
+
+
+def _cleanup(pruned: nn.Module, specs, reports: list[LayerReport]) -> bool:
+    """Remove dead units between consecutive Linear layers; True when anything was removed."""
+    changed = False
     by_name = {r.name: r for r in reports}
     for a, b in zip(specs, specs[1:]):
         first, second = pruned.get_submodule(a.name), pruned.get_submodule(b.name)
@@ -134,6 +167,7 @@ def _cleanup(pruned: nn.Module, specs, reports: list[LayerReport]) -> None:
                 and first.out_features == second.in_features):
             continue
         removed = remove_dead_units(first, second)
+        changed = changed or removed > 0
         for spec, layer in ((a, first), (b, second)):
             if spec.name in by_name:
                 rep = by_name[spec.name]
@@ -141,23 +175,20 @@ def _cleanup(pruned: nn.Module, specs, reports: list[LayerReport]) -> None:
                     int((layer.bias != 0).sum()) if layer.bias is not None else 0)
                 rep.info["cleanup_removed"] = rep.info.get("cleanup_removed", 0) + rep.nnz_after - new
                 rep.nnz_after = new
+    return changed
 
 
-def _bound(mode: str, reports: list[LayerReport], original: nn.Module, pruned: nn.Module,
-           settings: dict) -> float | None:
-    """Bound on ||Yhat_L - Y_L||_F implied by the per-layer tolerances (see ``bounds``)."""
-    if not reports or any(r.epsilon is None or r.kind != "linear" for r in reports):
+def _bound(mode: str, reports: list[LayerReport], original: nn.Module, pruned: nn.Module) -> float | None:
+    """Bound on ||Yhat_L - Y_L||_F implied by the per-layer tolerances (see ``bounds``): in
+    cascade the measured recursion (any eps_l, hinge layers included; never looser than
+    Theorem 2), in parallel Theorem 1's recursion. Only for certified Linear layers."""
+    if any(r.kind != "linear" for r in reports):
         return None
-    tol = float(settings.get("feasibility_tol", 0.0))
-    eps = [r.epsilon * (1 + 2 * tol) for r in reports]
+    eps = [r.epsilon * (1 + 2 * float(r.info.get("tolerance", 0.0))) for r in reports]
     if mode == "cascade":
         norms = [spectral_norm(original.get_submodule(r.name).weight) for r in reports]
         hinge = [bool(r.info.get("hinge", False)) for r in reports]
-        # tolerances not exactly gamma gap_l^2 (floors, per-neuron radii), or hinge layers
-        if settings.get("layer_epsilon") or settings.get("per_neuron") or any(hinge):
-            gaps = [float(r.info.get("gap", 0.0)) for r in reports]
-            return cascade_bound_measured(eps, gaps, norms[1:], hinge)
-        return cascade_bound(eps[0], float(settings.get("gamma", 1.0)), norms[1:],
-                             float(settings.get("kappa", 1.0)))
+        gaps = [float(r.info.get("gap", 0.0)) for r in reports]
+        return cascade_bound_measured(eps, gaps, norms[1:], hinge)
     norms = [spectral_norm(pruned.get_submodule(r.name).weight) for r in reports]
     return parallel_bound(eps, norms)

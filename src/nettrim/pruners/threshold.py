@@ -15,10 +15,14 @@ result is the same on every run and every device. Inputs are never modified.
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ..errors import NettrimError, require
+from ..status import Status
+from .base import LayerJob, LayerOutcome, PruningMethod, Target, method_options
 
 Params = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -111,3 +115,25 @@ def _check_params(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         require(isinstance(bias, torch.Tensor) and bias.shape == (weight.shape[0],),
                 f"bias must have shape ({weight.shape[0]},), got {tuple(getattr(bias, 'shape', ()))}")
         require(bias.device == weight.device, "weight and bias must be on the same device")
+
+
+@method_options
+class Threshold(PruningMethod):
+    """Hard thresholding: each layer keeps its k largest |w| (weights and bias together, exact
+    top-k), survivors unchanged. No options."""
+
+    name: ClassVar[str] = "threshold"
+
+    def layer_method(self, mode: str, target: Target | None):
+        return ThresholdLayer(target)
+
+
+@dataclass
+class ThresholdLayer:
+    """The layer method of :class:`Threshold`."""
+
+    target: Target
+
+    def __call__(self, job: LayerJob) -> LayerOutcome:
+        w, b = threshold_layer(job.weight, job.bias, self.target.keep(job))
+        return LayerOutcome(w, b, status=Status.THRESHOLDED)

@@ -28,6 +28,6 @@ def layer_table(report: PruneReport) -> str:
 def status_label(r) -> str:
     """A layer report's status for people: a capped solve whose weights meet the constraints
     reads "feasible, capped"."""
-    if r.status == "max_iterations" and r.info.get("constraints_hold"):
+    if r.status == "max_iterations" and r.certified:
         return "feasible, capped"
     return r.status

@@ -1,83 +1,19 @@
-"""The rivals as layer methods behind the common interface, plus Net-Trim at a target sparsity.
-
-Every method here prunes one layer to a non-zero count k = round(total (1 - sparsity)) (or a
-count given per layer, to compare methods at exactly the same counts, the Net-Trim papers'
-protocol). In cascade mode a method sees the pruned network's inputs X_hat and fits the
-original layer's response; in parallel mode, the original inputs.
-"""
+"""Net-Trim at a target count: the relative eps searched so that each layer keeps k non-zeros."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ..layer import ADMMSettings, trim_layer
-from .base import LayerJob, LayerOutcome
-from .dc import dc_layer_at_sparsity
-from .lobs import lobs_layer
-from .threshold import keep_count, threshold_layer
-
-
-def _total(job: LayerJob) -> int:
-    return job.weight.numel() + (0 if job.bias is None else job.bias.numel())
-
-
-def _nnz(w, b) -> int:
-    return int((w != 0).sum()) + (0 if b is None else int((b != 0).sum()))
+from ..status import Status
+from .base import LayerJob, LayerOutcome, Target, slack
+from .threshold import threshold_layer
 
 
 @dataclass
-class _Target:
-    """Target count per layer: from ``counts[name]`` when given, else from ``sparsity``."""
-
-    sparsity: float | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def keep(self, job: LayerJob) -> int:
-        if job.spec.name in self.counts:
-            return int(self.counts[job.spec.name])
-        return keep_count(_total(job), self.sparsity)
-
-
-@dataclass
-class ThresholdMethod(_Target):
-    """Hard thresholding: keep the k largest |w| of the layer (exact top-k)."""
-
-    def __call__(self, job: LayerJob) -> LayerOutcome:
-        w, b = threshold_layer(job.weight, job.bias, self.keep(job))
-        return LayerOutcome(w, b)
-
-
-@dataclass
-class LOBSMethod(_Target):
-    """Layer-wise OBS with the damped Hessian of the layer inputs (greedy = exact OBC)."""
-
-    greedy: bool = True
-    damp: float = 1e-2
-
-    def __call__(self, job: LayerJob) -> LayerOutcome:
-        w, b = lobs_layer(job.weight, job.bias, job.X, self.keep(job), greedy=self.greedy, damp=self.damp)
-        return LayerOutcome(w, b, info={"greedy": self.greedy})
-
-
-@dataclass
-class DCMethod(_Target):
-    """FeTa DC pruning (softplus surrogate, DCA + accelerated proximal SVRG), lambda searched."""
-
-    options: dict = field(default_factory=dict)
-
-    def __call__(self, job: LayerJob) -> LayerOutcome:
-        total = _total(job)
-        sparsity = 1 - self.keep(job) / total
-        w, b, info = dc_layer_at_sparsity(job.weight, job.bias, job.X, job.Y, sparsity,
-                                          relu=job.spec.relu, **self.options)
-        status = "solved" if info["reached"] or info["thresholded"] else "target_missed"
-        return LayerOutcome(w, b, status=status, info=info)
-
-
-@dataclass
-class NetTrimAtSparsity(_Target):
+class NetTrimAtSparsity(Target):
     """Net-Trim with the relative eps searched to reach k non-zeros.
 
     Every solve is polished on its support (``nettrim.layer.polish``: same non-zeros, smaller
@@ -105,9 +41,8 @@ class NetTrimAtSparsity(_Target):
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
         k = self.keep(job)
-        V = None
-        if job.spec.relu and not job.first:
-            V = torch.relu(job.Z) if self.relax_slack else job.Z
+        theta = (0.0 if self.relax_slack else 1.0) if job.spec.relu and not job.first else None
+        V = slack(job.Z, theta)
         norm = float(job.Y.norm())
         tried = []  # (g, nnz, result, fits): fits = constraints hold and nnz <= k
         g, warm = self.start, None
@@ -125,11 +60,13 @@ class NetTrimAtSparsity(_Target):
         if below is None:  # nothing fits: threshold the solve nearest the count from above
             above = _nearest_from_above(tried, k)
         g, nnz, res, w, b, thresholded = _settle(job, k, below, above)
-        return LayerOutcome(w, b, status=res.status, iterations=res.iterations, epsilon=g * norm,
+        return LayerOutcome(w, b, status=Status.THRESHOLDED if thresholded else res.status,
+                            iterations=res.iterations, epsilon=g * norm,
+                            certified=res.within and not thresholded,
                             info={"relative_epsilon": g, "thresholded": thresholded,
+                                  "tolerance": self.settings.feasibility_tol, "slack_margin": theta,
                                   "hinge": self.hinge and job.spec.relu,
-                                  "solver_nnz": nnz, "solves": len(tried),
-                                  "constraints_hold": res.within and not thresholded})
+                                  "solver_nnz": nnz, "solves": len(tried)})
 
 
 def _settle(job: LayerJob, k: int, below, above):

@@ -1,0 +1,198 @@
+"""``nettrim.shrink``: name an accuracy budget, get the sparsest model within it.
+
+The budget is judged on a validation split the caller holds out (never the test set): a trial
+model passes when its validation accuracy is at most ``max_drop`` below the original's,
+counted in samples (``floor(max_drop n)`` more errors at most, so a budget of 25 images of
+5,000 is exactly 0.5 points).
+
+Search. Net-Trim's relative tolerance eps (the method's other options fixed) sets the size;
+fewer weights survive as eps grows, and the validation accuracy falls, roughly monotonically.
+The search starts at the method's eps, doubles it while the trial passes (halves it while it
+fails), then bisects in log eps between the largest passing and the smallest failing eps until
+their ratio is below ``resolution`` or ``max_trials`` trials ran. The answer is the sparsest
+passing trial. When the smallest eps tried (``min_epsilon``) still fails, the result is the
+original model with status ``budget_unreachable``.
+
+Reuse between trials: the original network's captures (every layer's targets, and the inputs
+of the layers that see the original network) are taken once, and every layer's ADMM starts
+from the nearest earlier trial's solution of that layer (nearest in log eps).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..capture import adapter_for
+from ..errors import require
+from ..models import predict
+from ..status import Status
+from .api import validate_inputs
+from .network import PruneResult, run_scheme
+from .nettrim import NetTrim
+from .report import PruneReport
+
+
+@dataclass
+class Trial:
+    """One pruned model of the search, judged on the validation split."""
+
+    epsilon: float
+    kept: float  # fraction of the prunable weights and biases kept
+    validation_accuracy: float  # percent
+    drop: float  # points below the original's validation accuracy
+    within_budget: bool
+    certified: bool  # every layer certified (the report's network bound is given)
+    seconds: float
+
+
+@dataclass
+class ShrinkResult:
+    """``model``: the chosen pruned model (or the original, unchanged, when the budget is
+    unreachable); ``report``: its prune report (None then); ``search``: every trial in order."""
+
+    model: nn.Module
+    report: PruneReport | None
+    search: list[Trial]
+    status: Status
+    original_accuracy: float
+    max_drop: float
+    seconds: float
+
+    @property
+    def chosen(self) -> Trial | None:
+        passing = [t for t in self.search if t.within_budget]
+        return min(passing, key=lambda t: t.kept) if passing else None
+
+    def to_dict(self) -> dict:
+        chosen = self.chosen
+        return {"status": self.status, "max_drop": self.max_drop, "seconds": self.seconds,
+                "original_validation_accuracy": self.original_accuracy,
+                "chosen_epsilon": None if chosen is None else chosen.epsilon,
+                "search": [t.__dict__ for t in self.search],
+                "report": None if self.report is None else self.report.to_dict()}
+
+
+def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tensor, torch.Tensor],
+           max_drop: float = 0.005, method: NetTrim | None = None, mode: str = "cascade", *,
+           max_trials: int = 6, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
+           resolution: float = 1.25, batch_size: int = 1024, capture: dict | None = None,
+           progress: bool = True, log=None) -> ShrinkResult:
+    """The sparsest Net-Trim model whose validation accuracy is within ``max_drop`` of the
+    original's (module docstring for the search).
+
+    Args:
+        model: the trained network (not modified). inputs: calibration samples (P, ...).
+        validation: (x_val, y_val), held out from training data; labels are class indices.
+        max_drop: the budget as a fraction (0.005 is half a point), in [0, 1).
+        method: a ``NetTrim`` object (default ``NetTrim()``); its eps is where the search starts.
+        mode: "cascade" or "parallel".
+        log: called with one line per trial (the CLI prints them).
+    """
+    method = NetTrim() if method is None else method
+    _validate(model, inputs, validation, max_drop, method, mode, max_trials)
+    x_val, y_val = validation
+    start = time.perf_counter()
+    base_correct = _correct(model, x_val, y_val, batch_size)
+    allowed = math.floor(max_drop * len(y_val) + 1e-9)
+    originals: dict = {}
+    solutions: dict[float, dict] = {}  # eps -> layer name -> (weight, bias)
+    trials: list[Trial] = []
+    results: dict[float, PruneResult] = {}
+
+    def run(eps: float) -> Trial:
+        t0 = time.perf_counter()
+        layer_method = replace(method, epsilon=eps).layer_method(mode, None)
+        layer_method.warm_starts = _nearest(solutions, eps)
+        res = run_scheme(model, inputs, layer_method, mode=mode, method_name=method.name,
+                         settings=dict(method=replace(method, epsilon=eps).record(),
+                                       samples=int(inputs.shape[0]), capture=dict(capture or {})),
+                         batch_size=batch_size, progress=progress, capture=capture,
+                         originals=originals)
+        solutions[eps] = {r.name: adapter_for(res.model.get_submodule(r.name), r.name).get()
+                          for r in res.report.layers}
+        correct = _correct(res.model, x_val, y_val, batch_size)
+        n = len(y_val)
+        trial = Trial(epsilon=eps, kept=1 - res.report.sparsity,
+                      validation_accuracy=100 * correct / n, drop=100 * (base_correct - correct) / n,
+                      within_budget=base_correct - correct <= allowed,
+                      certified=not res.report.uncertified, seconds=time.perf_counter() - t0)
+        results[eps] = res
+        trials.append(trial)
+        if log is not None:
+            log(f"trial {len(trials)}: eps {eps:.4g}, {100 * trial.kept:.2f} % kept, validation "
+                f"{trial.validation_accuracy:.2f} % ({-trial.drop:+.2f}), "
+                f"{'within' if trial.within_budget else 'over'} budget, {trial.seconds:.1f} s")
+        return trial
+
+    _search(run, method.epsilon, max_trials, min_epsilon, max_epsilon, resolution)
+    passing = [t for t in trials if t.within_budget]
+    original_accuracy = 100 * base_correct / len(y_val)
+    seconds = time.perf_counter() - start
+    if not passing:
+        return ShrinkResult(model, None, trials, Status.BUDGET_UNREACHABLE, original_accuracy,
+                            max_drop, seconds)
+    best = results[min(passing, key=lambda t: t.kept).epsilon]
+    return ShrinkResult(best.model, best.report, trials, Status.SOLVED, original_accuracy,
+                        max_drop, seconds)
+
+
+def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, resolution: float) -> None:
+    """Expand by factors of 2 until the budget is bracketed, then bisect in log eps."""
+    eps = min(max(eps, min_eps), max_eps)
+    passed, failed = 0.0, math.inf  # largest passing eps, smallest failing eps
+    for _ in range(max_trials):
+        if run(eps).within_budget:
+            passed = max(passed, eps)
+        else:
+            failed = min(failed, eps)
+        if failed == math.inf:
+            if passed >= max_eps:
+                return
+            eps = min(2 * eps, max_eps)
+        elif passed == 0.0:
+            if eps <= min_eps:
+                return
+            eps = max(eps / 2, min_eps)
+        elif failed / passed < resolution:
+            return
+        else:
+            eps = math.sqrt(passed * failed)
+
+
+def _nearest(solutions: dict[float, dict], eps: float) -> dict | None:
+    """The earlier trial's layer solutions nearest to ``eps`` in log eps."""
+    if not solutions:
+        return None
+    return solutions[min(solutions, key=lambda e: abs(math.log(e / eps)))]
+
+
+def _correct(model, x, y, batch_size) -> int:
+    return int((predict(model, x, batch_size).argmax(1) == y).sum())
+
+
+def _validate(model, inputs, validation, max_drop, method, mode, max_trials) -> None:
+    validate_inputs(model, inputs, mode)
+    require(isinstance(method, NetTrim),
+            f"shrink searches Net-Trim's tolerance: method must be a nettrim.NetTrim, got {type(method).__name__}")
+    require(isinstance(max_drop, (int, float)) and math.isfinite(max_drop) and 0 <= max_drop < 1,
+            f"max_drop must be a fraction in [0, 1) (0.005 is half a point), got {max_drop!r}")
+    require(isinstance(max_trials, int) and max_trials >= 1, f"max_trials must be >= 1, got {max_trials!r}")
+    require(isinstance(validation, (tuple, list)) and len(validation) == 2,
+            "validation must be a pair (inputs, labels)")
+    x_val, y_val = validation
+    require(isinstance(x_val, torch.Tensor) and isinstance(y_val, torch.Tensor),
+            "validation inputs and labels must be tensors")
+    require(len(x_val) == len(y_val) and len(y_val) > 0,
+            f"validation has {len(x_val)} inputs but {len(y_val)} labels: pass them in pairs")
+    require(not y_val.is_floating_point() and y_val.ndim == 1,
+            "validation labels must be a 1-D tensor of class indices")
+    require(bool(torch.isfinite(x_val).all()), "validation inputs contain NaN or Inf")
+    n_classes = predict(model, x_val[:2]).shape[1]
+    require(int(y_val.min()) >= 0 and int(y_val.max()) < n_classes,
+            f"validation labels must lie in 0..{n_classes - 1} (the model's {n_classes} classes), "
+            f"got {int(y_val.min())}..{int(y_val.max())}")

@@ -1,0 +1,46 @@
+"""``verify``: recompute every certified claim of a prune report on its calibration inputs.
+
+Each certified layer's constraints (``certificate.check_layer``) on its inputs under the scheme
+(the pruned network's in cascade, the original network's in parallel and for the first layer),
+and, when the report gives a bound, ||Yhat_L - Y_L||_F <= bound. A check that fails means the
+report claims more than the model delivers on those inputs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..capture import adapter_for, network_output, trace_layers
+from ..capture.batchnorm import fold_batchnorm
+from ..errors import require
+from .certificate import Check, check_layer
+from .network import _has_batchnorm, _make_job
+
+
+def verify(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, report: dict,
+           batch_size: int = 1024, subset: bool = False) -> list[Check]:
+    """The checks of every certified layer of ``report`` (a ``PruneReport.to_dict()``) and of
+    its network bound, recomputed on ``inputs``: the calibration draw, or with ``subset`` its
+    first rows (every claim is a norm over samples, so it holds on any subset of the samples
+    it holds on; Conv2d layers, whose patch rows are sampled from the whole draw, are then
+    not checked)."""
+    original = fold_batchnorm(original)[0] if _has_batchnorm(original) else original
+    specs = trace_layers(original, inputs[:2])
+    by_name = {s.name: s for s in specs}
+    claimed = [r for r in report["layers"] if r.get("certified")
+               and not (subset and r["kind"] != "linear")]
+    require(all(r["name"] in by_name for r in report["layers"]),
+            "the report names layers this model does not have: it belongs to another model")
+    capture = {"max_rows": "auto", **report["settings"].get("capture", {})}
+    checks = [_layer_check(original, pruned, by_name[r["name"]], specs, inputs, report["mode"],
+                           batch_size, capture, r) for r in claimed]
+    if report.get("bound") is not None:
+        out = network_output(pruned, inputs, batch_size) - network_output(original, inputs, batch_size)
+        checks.append(Check("network", "||Yhat_L - Y_L||_F <= bound", float(out.norm()),
+                            float(report["bound"])))
+    return checks
+
+
+def _layer_check(original, pruned, spec, specs, inputs, mode, batch_size, capture, claim) -> Check:
+    job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture)
+    return check_layer(job, *adapter_for(pruned.get_submodule(spec.name), spec.name).get(), claim)
