@@ -24,7 +24,7 @@ def verify(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, report:
     first rows (every claim is a norm over samples, so it holds on any subset of the samples
     it holds on; Conv2d layers, whose patch rows are sampled from the whole draw, are then
     not checked)."""
-    original = fold_batchnorm(original)[0] if _has_batchnorm(original) else original
+    original = fold_batchnorm(original, inputs[:2])[0] if _has_batchnorm(original) else original
     specs = trace_layers(original, inputs[:2])
     by_name = {s.name: s for s in specs}
     claimed = [r for r in report["layers"] if r.get("certified")
