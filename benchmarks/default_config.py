@@ -16,6 +16,7 @@ Writes benchmarks/results/default_config.json. Run:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -87,12 +88,15 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     torch.set_num_threads(2)
-    rows = []
+    rows = _earlier_rows(args.out)
+    done = {(r["config"], r["seed"], r["epsilon"]) for r in rows}
     for seed in [int(s) for s in args.seeds.split(",")]:
         model, xs, xv, yv = network(seed)
         dense = evaluate(model, xv, yv)
         for name in names:
             for eps in EPSILONS:
+                if (name, seed, eps) in done:
+                    continue
                 t0 = time.perf_counter()
                 res = prune(model, xs, method=NetTrim(epsilon=eps, **{**BASE, **CONFIGS[name]}), progress=False)
                 seconds = time.perf_counter() - t0
@@ -107,6 +111,15 @@ def main() -> None:
                                          "base": BASE, "configs": CONFIGS, "rows": rows,
                                          "summary": summarize(rows)})
     print(table(summarize(rows)))
+
+
+def _earlier_rows(path: Path) -> list[dict]:
+    """The rows an interrupted run of the same configurations already wrote (resumed after)."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    same = old.get("base") == BASE and old.get("net") == NET
+    return [r for r in old["rows"] if same and CONFIGS.get(r["config"]) == old["configs"].get(r["config"])]
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-import export_tables
+import tables
 from common import machine, run
 from nettrim import prune
 from nettrim.data import load_dataset
@@ -33,6 +33,9 @@ from nettrim.report import write_json_atomic
 
 EPOCHS = {"lenet-300-100": 3, "lenet5": 2, "lenet-demo": 1}
 
+
+
+OUT = Path(__file__).parent / "results" / "export_sizes.json"
 
 def trained(arch: str, epochs: int, cache: Path, data) -> torch.nn.Module:
     """``arch`` trained ``epochs`` epochs on MNIST (seed 0), cached as a checkpoint."""
@@ -141,7 +144,7 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.95)
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=export_tables.SIZES)
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist", "test")
@@ -153,8 +156,8 @@ def main() -> None:
               f"{r['ratio_torch_save']:.1f}x smaller than torch.save, exact {r['round_trip_exact']}")
     write_json_atomic(args.out, {"machine": machine(), "sparsity_target": args.sparsity,
                                  "models": rows})
-    if args.out.resolve() == export_tables.SIZES.resolve():
-        print(f"wrote {args.out}, updated {export_tables.update()}")
+    if args.out.resolve() == OUT.resolve():
+        print(f"wrote {args.out}, updated {', '.join(map(str, tables.update()))}")
 
 
 if __name__ == "__main__":

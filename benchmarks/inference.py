@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-import export_tables
+import tables
 from common import machine, run
 from export_sizes import EPOCHS, prepare
 from nettrim.data import load_dataset
@@ -38,6 +38,9 @@ from nettrim.report import write_json_atomic
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
+
+
+OUT = Path(__file__).parent / "results" / "inference.json"
 
 def median_seconds(fn: Predict, x: torch.Tensor, runs: int, warmup: int) -> float:
     """Median wall time of ``fn(x)`` over ``runs`` calls, after ``warmup`` calls."""
@@ -108,15 +111,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     ap.add_argument("--runs-1", type=int, default=500, help="timed runs at batch 1")
     ap.add_argument("--runs-256", type=int, default=40, help="timed runs at batch 256")
-    ap.add_argument("--out", type=Path, default=export_tables.INFERENCE)
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist", "test")
     rows = [r for arch in EPOCHS for r in rows_for(arch, args, test)]
     write_json_atomic(args.out, {"machine": dict(machine(), threads=args.threads),
                                  "sparsity_target": args.sparsity, "rows": rows})
-    if args.out.resolve() == export_tables.INFERENCE.resolve():
-        print(f"wrote {args.out}, updated {export_tables.update()}")
+    if args.out.resolve() == OUT.resolve():
+        print(f"wrote {args.out}, updated {', '.join(map(str, tables.update()))}")
 
 
 if __name__ == "__main__":

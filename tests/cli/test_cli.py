@@ -186,11 +186,9 @@ def test_compare_quick_grid_writes_every_cell_and_the_plots(checkpoint, tmp_path
     for (method, s), c in cells.items():
         assert c["prune_seconds"] >= 0 and c["total_seconds"] >= c["prune_seconds"]
         assert set(c["layer_kept"]) == {"1", "3"}  # the logits layer left dense
-        if method == "nettrim":
-            assert c["achieved_sparsity"] >= s - 0.01
-            assert all("thresholded" in info for info in c["layer_info"].values())
-        else:
-            assert c["achieved_sparsity"] == pytest.approx(s, abs=0.01)
+        assert c["achieved_sparsity"] == pytest.approx(s, abs=0.01)
+        if method == "nettrim":  # cut to the count: how many solves it took is recorded
+            assert all(info["solves"] >= 1 for info in c["layer_info"].values())
     assert cells[("lobs", 0.9)]["accuracy"] > cells[("threshold", 0.9)]["accuracy"]
     assert "nettrim" in capsys.readouterr().out
 

@@ -41,15 +41,13 @@ def test_each_method_reaches_the_requested_sparsity(method, options):
     assert rep.method == method and len(rep.layers) == 3
     for r in rep.layers:
         k = round(r.total * 0.3)
-        if method == "nettrim":  # eps search: the sparsest solve with at most k non-zeros
-            assert 0.7 * k <= r.nnz_after <= k
-        elif method == "dc":  # lambda search: lands within its tolerance, says where
+        if method == "dc":  # lambda search: lands within its tolerance, says where
             assert abs(r.nnz_after - k) <= 0.02 * r.total
             assert r.info["sparsity"] == pytest.approx(1 - r.nnz_after / r.total)
         else:
             assert r.nnz_after == k
-    if method == "nettrim":  # the hinge program applies to ReLU layers only
-        assert [r.info["hinge"] for r in rep.layers] == [bool(options.get("hinge"))] * 2 + [False]
+    if method == "nettrim":  # refit values: the hinge ball on ReLU layers, every layer exact
+        assert [r.info["hinge"] for r in rep.layers] == [True, True, False]
     assert [type(m) for m in res.model] == [type(m) for m in net]
     out = res.model(X)
     assert out.shape == (400, 5) and bool(torch.isfinite(out).all())
@@ -62,16 +60,17 @@ def test_lobs_fits_better_than_thresholding_at_equal_sparsity():
     assert errors["lobs"] < errors["threshold"]
 
 
-def test_nettrim_at_a_sparsity_returns_a_feasible_solve():
-    """The eps search keeps a solve of the program it names (discrepancy within its eps), or
-    says that it thresholded one; a solve that did not meet its constraints is never kept."""
-    settings = ADMMSettings(dtype=torch.float64, max_iterations=10000)
-    rep = prune(teacher_net(1), inputs(1), method=NetTrim(settings=settings), sparsity=0.6,
-                progress=False, cleanup=False).report
-    kept = [r for r in rep.layers if not r.info["thresholded"]]
-    assert len(kept) >= 2
-    for r in kept:
-        assert r.discrepancy <= r.epsilon * (1 + settings.feasibility_tol)
+def test_nettrim_at_a_sparsity_lands_on_the_count_and_measures_its_certificate():
+    """Every layer keeps exactly k non-zeros; a layer said certified meets the hinge ball of the
+    solve it was cut from, measured again here; one that does not says thresholded."""
+    from nettrim.pruners.verify import verify
+
+    net, X = teacher_net(1), inputs(1)
+    res = prune(net, X, method=NetTrim(settings=F64), sparsity=0.6, progress=False)
+    for r in res.report.layers:
+        assert r.nnz_after == round(r.total * 0.4)
+        assert r.certified == (r.status == "solved")
+    assert all(c.holds for c in verify(net, res.model, X, res.report.to_dict()))
 
 
 def test_counts_match_another_methods_layers():
@@ -94,16 +93,6 @@ def test_counts_match_another_methods_layers():
 def test_bad_requests_get_one_line_errors(kwargs, match):
     with pytest.raises(NettrimError, match=match):
         prune(teacher_net(), inputs(), progress=False, **kwargs)
-
-
-def test_no_fitting_solve_falls_back_to_the_nearest_count_from_above():
-    """When no solve fits, the one to threshold is the sparsest with at least k non-zeros, not
-    the largest-eps one (which may have stopped at its cap far below k); else the densest."""
-    from nettrim.pruners.nettrim_count import _nearest_from_above
-
-    tried = [(0.3, 50, "a", False), (0.1, 120, "b", False), (0.05, 200, "c", False)]
-    assert _nearest_from_above(tried, 100)[2] == "b"
-    assert _nearest_from_above(tried, 500)[2] == "c"
 
 
 @pytest.mark.parametrize("build, match", [

@@ -173,10 +173,15 @@ def test_dead_units_are_removed_exactly():
     assert bool((first.weight[:5] == 0).all()) and bool((second.weight[:, 5:8] == 0).all())
 
 
-def test_unsupported_layer_is_named():
+def test_layer_before_another_activation_gets_the_linear_program():
+    """A Tanh is passed through: the layer before it is pruned on its pre-activation (relu=False,
+    certified), and with no plain ReLU chain there is no network bound."""
     net = nn.Sequential(nn.Linear(20, 10), nn.Tanh(), nn.Linear(10, 2)).double()
-    with pytest.raises(NettrimError, match=r"'1' \(Tanh\)"):
-        prune(net, data(), progress=False)
+    from nettrim import NetTrim
+
+    rep = prune(net, data(), method=NetTrim(epsilon=0.1, settings=F64), progress=False).report
+    assert [(r.name, r.relu, r.certified) for r in rep.layers] == [("0", False, True), ("2", False, True)]
+    assert rep.bound is None
 
 
 def test_infeasible_kappa_is_reported():

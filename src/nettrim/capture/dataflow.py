@@ -248,11 +248,13 @@ class _Recorder(TorchFunctionMode):
 
 
 def record_ops(model: nn.Module, example: torch.Tensor, use_mode: bool = True):
-    """Run ``model(example)`` once and return ``(ops, storage, calls, stack)``.
+    """Run ``model(example)`` once (no grad, fused transformer path off) and return
+    ``(ops, storage, calls)``: the operations, the storage of every value seen, and how many
+    times each module (by name, in the order of their first call) ran.
 
-    ``calls`` counts the calls of every module; on an exception ``stack`` (innermost last)
-    names the modules that were running. With ``use_mode=False`` only module calls are
-    recorded (for models that break under a TorchFunctionMode).
+    On an exception, ``exc.nettrim_stack`` names the modules that were running (innermost
+    last). With ``use_mode=False`` only the module calls are meaningful (for models that break
+    under a TorchFunctionMode).
     """
     rec = _Recorder(model)
     try:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import NettrimError, require
-from .dataflow import Flow, analyse, fx_ops, is_prunable, record_ops
+from .dataflow import analyse, fx_ops, is_prunable, record_ops
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
 

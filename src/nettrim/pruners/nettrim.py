@@ -131,9 +131,8 @@ class NetTrim(PruningMethod):
                 "margin and layer_epsilon apply to Net-Trim's tolerance control, not to a sparsity or counts target")
         from .nettrim_count import NetTrimAtSparsity
 
-        return NetTrimAtSparsity(sparsity=target.sparsity, counts=target.counts, settings=self.settings,
-                                 per_neuron=per_neuron, reweight=self.reweight, hinge=self.hinge,
-                                 max_solves=self.max_solves)
+        return NetTrimAtSparsity(sparsity=target.sparsity, counts=target.counts,
+                                 tolerance=self.layer_method(mode, None), max_solves=self.max_solves)
 
 
 @dataclass

@@ -1,123 +1,111 @@
-"""Net-Trim at a target count: the relative eps searched so that each layer keeps k non-zeros."""
+"""Net-Trim at a count: each layer keeps exactly k non-zeros (weights and bias together).
+
+1. Support. The relative eps of the layer's program (V and the reweighting as in the
+   tolerance path, ``NetTrimMethod``) is searched until a solve keeps between k and
+   (1 + ``overshoot``) k non-zeros: log-log interpolation between the nearest solves either
+   side of k, doubling or halving eps until both sides are known, each solve warm-started
+   from the previous one, at most ``max_solves`` solves. The count moves in jumps as eps
+   moves, so the search cannot be asked to land on k itself.
+2. Count. The solve nearest k from above is cut to exactly k, its smallest |u| removed.
+3. Values. The kept weights are refit on that support (``nettrim.layer.refit``, the layer's
+   ReLU-aware least squares) and the constraints of the chosen solve's eps are measured on
+   the result: the layer is certified when they hold, else its status says ``thresholded``.
+
+When even the smallest eps tried keeps fewer than k non-zeros, that solve is returned as it is
+(fewer than k, status ``target_missed``).
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..layer import ADMMSettings, trim_layer
+from ..layer import trim_layer
+from ..layer.problem import LayerProblem, append_ones
+from ..layer.refit import refit_on_support
 from ..status import Status
 from .base import LayerJob, LayerOutcome, Target, slack
+from .certificate import check_layer
 from .threshold import threshold_layer
 
 
 @dataclass
 class NetTrimAtSparsity(Target):
-    """Net-Trim with the relative eps searched to reach k non-zeros.
+    """The layer method of ``NetTrim`` with a ``sparsity`` or ``counts`` target; ``tolerance``
+    is the same NetTrim's tolerance-path layer method (for V, the reweighting, the settings)."""
 
-    Every solve is polished on its support (``nettrim.layer.polish``: same non-zeros, smaller
-    discrepancy). The non-zero count falls roughly like a power of eps, so the search interpolates log eps
-    against log nnz between the nearest solves on either side of k (doubling or tripling eps
-    until it has both sides), and stops at the first solve with 0.95 k <= nnz <= k. Each solve
-    starts from the previous one's answer. V is the original response on X (parallel: 0 off the
-    active set; cascade: relu(W^T X_hat) with ``relax_slack``, else W^T X_hat), so the original
-    weights are always feasible. A solve "fits" when its constraints hold (converged or not)
-    and it has at most k non-zeros; the fitting solve with the smallest eps is kept. If no solve
-    fits (then the solve nearest k from above), or the solves run out below 0.95 k and
-    thresholding does better (see ``_settle``), the nearest solve above is hard-thresholded
-    to k and the outcome says so
-    (``info["thresholded"]``).
-    """
-
-    settings: ADMMSettings = ADMMSettings()
-    per_neuron: bool | frozenset[str] = False  # True: every layer; names: those layers
+    tolerance: object = None  # NetTrimMethod
     max_solves: int = 8
     start: float = 0.1
-    relax_slack: bool = True
-    polish: bool = True
-    reweight: int = 0
-    hinge: bool = False
+    overshoot: float = 0.15
+    progress: object = None
 
     def __call__(self, job: LayerJob) -> LayerOutcome:
         k = self.keep(job)
-        theta = (0.0 if self.relax_slack else 1.0) if job.spec.relu and not job.first else None
-        V = slack(job.Z, theta)
+        nt = self.tolerance
+        V = slack(job.Z, nt.slack_margin(job))
+        # each solve only chooses a support: the values are refit after the cut
+        loose = nt.settings.support_rel_tol or nt.settings.rel_tol
+        settings = replace(nt.settings, rel_tol=max(nt.settings.rel_tol, loose))
         norm = float(job.Y.norm())
-        tried = []  # (g, nnz, result, fits): fits = constraints hold and nnz <= k
+        tried: list[tuple[float, int, object]] = []  # (relative eps, nnz, trim_layer result)
         g, warm = self.start, None
         while len(tried) < self.max_solves:
-            res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu, bias=job.bias is not None,
-                             per_neuron=job.in_layers(self.per_neuron), settings=self.settings, warm_start=warm,
-                             polish=self.polish, reweight=self.reweight, hinge=self.hinge)
+            res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu,
+                             bias=job.bias is not None, settings=settings, warm_start=warm,
+                             reweight=nt.reweight, progress=self.progress)
+            tried.append((g, res.nnz, res))
             warm = (res.weight, res.bias)
-            tried.append((g, res.nnz, res, res.within and res.nnz <= k))
-            below, above = _bracket(tried)
-            if below is not None and below[1] >= 0.95 * k:
+            if k <= res.nnz <= (1 + self.overshoot) * k:
                 break
-            g = _next_eps(below, above, k, bisect=len(tried) >= 2 and tried[-1][3] == tried[-2][3])
-        below, above = _bracket(tried)
-        if below is None:  # nothing fits: threshold the solve nearest the count from above
-            above = _nearest_from_above(tried, k)
-        g, nnz, res, w, b, thresholded = _settle(job, k, below, above)
-        return LayerOutcome(w, b, status=Status.THRESHOLDED if thresholded else res.status,
-                            iterations=res.iterations, epsilon=g * norm,
-                            certified=res.within and not thresholded,
-                            info={"relative_epsilon": g, "thresholded": thresholded,
-                                  "tolerance": self.settings.feasibility_tol, "slack_margin": theta,
-                                  "hinge": self.hinge and job.spec.relu,
-                                  "solver_nnz": nnz, "solves": len(tried)})
+            g = _next_eps(tried, k)
+        above = [t for t in tried if t[1] >= k]
+        if not above:
+            g, nnz, res = max(tried, key=lambda t: t[1])
+            return self._outcome(job, g * norm, res.weight, res.bias, Status.TARGET_MISSED, len(tried), nnz)
+        g, nnz, res = min(above, key=lambda t: t[1])
+        cast = lambda t: None if t is None else t.to(job.weight)
+        w, b = threshold_layer(cast(res.weight), cast(res.bias), k)
+        w, b = _refit(job, w, b, V)
+        return self._outcome(job, g * norm, w, b, Status.SOLVED, len(tried), nnz)
+
+    def _outcome(self, job, eps, w, b, status, solves, solver_nnz) -> LayerOutcome:
+        info = {"relative_epsilon": eps / max(float(job.Y.norm()), 1e-30), "solves": solves,
+                "solver_nnz": solver_nnz, "tolerance": self.tolerance.settings.feasibility_tol,
+                "hinge": job.spec.relu, "slack_margin": self.tolerance.slack_margin(job),
+                "gap": float(((job.Z - job.Y) * job.active).norm())}
+        certified = check_layer(job, w, b, {"epsilon": eps, "info": info}).holds
+        if status == Status.SOLVED and not certified:
+            status = Status.THRESHOLDED
+        return LayerOutcome(w, b, status=status, epsilon=eps, certified=certified, info=info)
 
 
-def _settle(job: LayerJob, k: int, below, above):
-    """The answer with at most k non-zeros: the fitting solve with the smallest eps, or, when the
-    search ran out short of 0.95 k (or nothing fits), the nearest solve above hard-thresholded
-    to k if its layer response ||act(W x + b) - y||_F on the captured samples is closer to Y."""
-    cast = lambda res: (res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight))
-    if above is not None and (below is None or below[1] < 0.95 * k):
-        w, b = threshold_layer(*cast(above[2]), k)
-        if below is None or _response_error(job, w, b) < _response_error(job, *cast(below[2])):
-            return (*above[:3], w, b, True)
-    return (*below[:3], *cast(below[2]), False)
+def _refit(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None, V: torch.Tensor | None):
+    """The values on the support of (w, b), refit (``nettrim.layer.refit``)."""
+    bias = b is not None
+    A = append_ones(job.X.double()) if bias else job.X.double()
+    Y = job.Y.double()
+    Vd = torch.zeros_like(Y) if V is None else V.double()
+    problem = LayerProblem(A, Y, Vd, torch.ones(1, dtype=torch.float64), job.spec.relu, bias, False,
+                           hinge=job.spec.relu)
+    U = torch.cat([w.T, b.reshape(1, -1)]) if bias else w.T
+    U = refit_on_support(problem, U.double())
+    return (U[:-1].T.contiguous().to(w), U[-1].to(w)) if bias else (U.T.contiguous().to(w), None)
 
 
-def _response_error(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None) -> float:
-    return float((job.responses(w, b)[1] - job.Y).norm())
-
-
-def _nearest_from_above(tried, k: int):
-    """The solve with the fewest non-zeros that still has at least k (else the densest one):
-    the fallback to threshold when no solve fits, so that the layer keeps k non-zeros when
-    any solve had that many (the largest-eps solve may have stopped at its iteration cap with
-    far fewer)."""
-    enough = [t for t in tried if t[1] >= k]
-    return min(enough, key=lambda t: t[1]) if enough else max(tried, key=lambda t: t[1])
-
-
-def _bracket(tried):
-    """The solves either side of the target: ``below`` fits (constraints hold, nnz <= k) with the
-    smallest eps; ``above`` is the largest eps under it that does not (too many non-zeros, or
-    the constraints not met: eps too small to be feasible or too tight to reach)."""
-    fits = [t for t in tried if t[3]]
-    below = min(fits, key=lambda t: t[0]) if fits else None
-    rest = [t for t in tried if not t[3] and (below is None or t[0] < below[0])]
-    above = max(rest, key=lambda t: t[0]) if rest else None
-    return below, above
-
-
-def _next_eps(below, above, k: int, bisect: bool = False) -> float:
-    """Next relative eps: log-log interpolation toward 0.975 k inside the bracket, else a step.
-
-    The count is flat over wide ranges of eps and then falls steeply, so interpolation alone can
-    creep from one end; after two solves on the same side the bracket is halved in log eps
-    instead (the Illinois idea), which bounds the number of solves."""
-    if below is None:
-        return min(1.0, above[0] * 3)
-    if above is None:
-        return below[0] / 2
-    (g1, n1, *_), (g0, n0, *_) = below, above
-    if n1 <= 0 or n0 <= n1 or bisect:
+def _next_eps(tried, k: int) -> float:
+    """Next relative eps: log-log interpolation toward 1.05 k between the nearest solves either
+    side of k, else a factor of 2 toward it."""
+    over = [t for t in tried if t[1] > k]   # too many non-zeros: eps too small
+    under = [t for t in tried if t[1] < k]  # too few: eps too large
+    if not under:
+        return 2 * max(t[0] for t in over)
+    if not over:
+        return min(t[0] for t in under) / 2
+    (g0, n0, _), (g1, n1, _) = max(over, key=lambda t: t[0]), min(under, key=lambda t: t[0])
+    if n1 <= 0:
         return math.sqrt(g0 * g1)
-    t = (math.log(0.975 * k) - math.log(n0)) / (math.log(n1) - math.log(n0))
+    t = (math.log(1.05 * k) - math.log(n0)) / (math.log(n1) - math.log(n0))
     t = min(max(t, 0.15), 0.85)  # stay strictly inside the bracket
     return math.exp(math.log(g0) + t * (math.log(g1) - math.log(g0)))

@@ -1,0 +1,98 @@
+"""Benchmark: at a fixed size, which one-shot pruner is the most accurate.
+
+Every layer of the network is pruned to the same fraction of zeros (``prune(method=...,
+sparsity=s)``, so every method keeps exactly the same per-layer counts), cascade, 2,000
+calibration images, no retraining: Net-Trim (``NetTrim()`` at a count: its eps searched per
+layer, cut to the count, values refit), L-OBS (exact greedy) and hard thresholding, on
+LeNet-300-100 (MNIST) and a 784-100-100-10 MLP (MNIST) trained with seeds 0, 1, 2 on 55,000
+training images. Test accuracy is reported (nothing is chosen here).
+
+Writes benchmarks/results/fixed_count.json. Run:
+`.venv/bin/python benchmarks/fixed_count.py [--nets lenet-300-100,mlp-100-100] [--seeds 0,1,2]`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine, run
+from nettrim import NetTrim, prune
+from nettrim.data import subset, validation_split
+from nettrim.experiments import zoo
+from nettrim.models import evaluate
+from nettrim.report import write_json_atomic
+
+OUT = Path(__file__).parent / "results" / "fixed_count.json"
+NETS = {
+    "lenet-300-100": dict(arch="lenet-300-100", dataset="mnist", epochs=15, dropout=0.2),
+    "mlp-100-100": dict(arch="mlp-100-100", dataset="mnist", epochs=15, dropout=0.2),
+}
+SPARSITIES = (0.9, 0.95)
+METHODS = {"nettrim": NetTrim, "lobs": lambda: "lobs", "threshold": lambda: "threshold"}
+
+
+def row(net: str, seed: int, sparsity: float, name: str) -> dict:
+    model, _ = zoo.get_model(**NETS[net], seed=seed, validation=5000, progress=False)
+    data = zoo.load_data(NETS[net]["dataset"])
+    keep, _ = validation_split(len(data.x_train), 5000)
+    xs, _ = subset(data.x_train[keep], data.y_train[keep], 2000, seed=seed)
+    t0 = time.perf_counter()
+    res = prune(model, xs, method=METHODS[name](), sparsity=sparsity, progress=False)
+    return dict(net=net, seed=seed, sparsity=sparsity, method=name,
+                seconds=time.perf_counter() - t0, achieved=res.report.sparsity,
+                layer_nonzeros={r.name: r.nnz_after for r in res.report.layers},
+                certified=[r.certified for r in res.report.layers],
+                test=evaluate(res.model, data.x_test, data.y_test),
+                dense_test=evaluate(model, data.x_test, data.y_test))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    nets = [n for n in args.nets.split(",") if n]
+    unknown = sorted(set(nets) - set(NETS))
+    if unknown:
+        raise SystemExit(f"error: unknown network {', '.join(unknown)}; known: {', '.join(NETS)}")
+    torch.set_num_threads(2)
+    old = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    rows = [r for r in old if r["net"] not in nets]
+    for net in nets:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for sparsity in SPARSITIES:
+                for name in METHODS:
+                    rows.append(row(net, seed, sparsity, name))
+                    r = rows[-1]
+                    print(f"{net} seed {seed} {sparsity:.2f} {name:<10} test {r['test']:.2f} "
+                          f"(dense {r['dense_test']:.2f}) {r['seconds']:.1f} s", flush=True)
+                    write_json_atomic(args.out, {"machine": machine(), "nets": NETS,
+                                                 "method": NetTrim().record(), "rows": rows})
+    print(table({"rows": rows}))
+
+
+def table(data: dict) -> str:
+    """Test accuracy (mean ± half-range over seeds) per network, sparsity and method."""
+    rows = data["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = ["| network | zeros per layer | dense | " + " | ".join(methods) + " |",
+           "|---|---|---|" + "---|" * len(methods)]
+    for net in dict.fromkeys(r["net"] for r in rows):
+        for s in dict.fromkeys(r["sparsity"] for r in rows if r["net"] == net):
+            cells = []
+            for m in methods:
+                acc = [r["test"] for r in rows if (r["net"], r["sparsity"], r["method"]) == (net, s, m)]
+                cells.append(f"{statistics.fmean(acc):.2f} ± {(max(acc) - min(acc)) / 2:.2f}")
+            dense = [r["dense_test"] for r in rows if (r["net"], r["sparsity"]) == (net, s)]
+            out.append(f"| {net} | {100 * s:.0f} % | {statistics.fmean(dense):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    run(main)
