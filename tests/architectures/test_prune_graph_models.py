@@ -5,7 +5,6 @@ the right activation, the pruned model runs, each layer's certificate holds wher
 converged), plus the cascade's inputs through the residual graph."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import nettrim
