@@ -30,6 +30,7 @@ def trim_layer(
     polish: bool = False,
     refit: bool = False,
     hinge: bool = False,
+    support_only: bool = False,
     progress: Progress | None = None,
 ) -> LayerResult:
     """Solve the Net-Trim program for one layer.
@@ -57,6 +58,9 @@ def trim_layer(
             ||(U^T X - V)_{Omega^c,+}|| shares the ball with the discrepancy, so
             sqrt(discrepancy^2 + hinge_residual^2) <= epsilon; Proposition 1 still holds for
             V = 0, and it is sparser at the same epsilon.
+        support_only: the caller uses only the support of the answer (its values are set
+            afterwards): every solve stops at ``settings.support_rel_tol`` or once its support
+            has settled. ``refit`` implies it.
         progress: called as progress(iteration, neurons done, neurons total).
     """
     settings = settings or ADMMSettings()
@@ -79,7 +83,8 @@ def trim_layer(
         if fit is not None:
             return _result(problem, fit, INFEASIBLE, 0, epsilon, settings, start)
     U0 = None if warm_start is None else _stack(warm_start, bias).to(dt)
-    U, out = _solve_on_live_features(problem, settings, U0, reweight, progress, loose_last=refit)
+    U, out = _solve_on_live_features(problem, settings, U0, reweight, progress,
+                                     loose_last=refit or support_only)
     if polish:
         U = polish_on_support(problem, U)
     if refit:
@@ -115,14 +120,16 @@ def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_las
         replace(settings, rel_tol=max(settings.rel_tol, settings.support_rel_tol))
     last = loose if loose_last else settings
     out = solve_admm(sub, loose if reweight else last,
-                     warm_start=None if U0 is None else U0[live], progress=progress)
+                     warm_start=None if U0 is None else U0[live], progress=progress,
+                     support_only=bool(reweight) or loose_last)
     iterations = out.iterations.clone()
     for r in range(reweight):
         nonzero = out.U[out.U != 0]
         delta = 0.1 * float(nonzero.abs().mean()) if nonzero.numel() else 1.0
         w = 1.0 / (out.U.abs() + delta)
         out = solve_admm(sub, last if r == reweight - 1 else loose, warm_start=out.U,
-                         l1_weights=w / w.mean(), progress=progress)
+                         l1_weights=w / w.mean(), progress=progress,
+                         support_only=r < reweight - 1 or loose_last)
         iterations += out.iterations
     U = torch.zeros(problem.A.shape[1], problem.Y.shape[1], dtype=out.U.dtype, device=out.U.device)
     U[live] = out.U

@@ -17,7 +17,7 @@ When even the smallest eps tried keeps fewer than k non-zeros, that solve is ret
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -45,16 +45,13 @@ class NetTrimAtSparsity(Target):
         k = self.keep(job)
         nt = self.tolerance
         V = slack(job.Z, nt.slack_margin(job))
-        # each solve only chooses a support: the values are refit after the cut
-        loose = nt.settings.support_rel_tol or nt.settings.rel_tol
-        settings = replace(nt.settings, rel_tol=max(nt.settings.rel_tol, loose))
         norm = float(job.Y.norm())
         tried: list[tuple[float, int, object]] = []  # (relative eps, nnz, trim_layer result)
         g, warm = self.start, None
         while len(tried) < self.max_solves:
             res = trim_layer(job.X, job.Y, g * norm, V=V, relu=job.spec.relu,
-                             bias=job.bias is not None, settings=settings, warm_start=warm,
-                             reweight=nt.reweight, progress=self.progress)
+                             bias=job.bias is not None, settings=nt.settings, warm_start=warm,
+                             reweight=nt.reweight, support_only=True, progress=self.progress)
             tried.append((g, res.nnz, res))
             warm = (res.weight, res.bias)
             if k <= res.nnz <= (1 + self.overshoot) * k:
