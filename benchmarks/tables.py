@@ -25,25 +25,53 @@ import fixed_count  # noqa: E402
 
 from nettrim.report.io import atomic_write  # noqa: E402
 
-BLOCKS = {  # name: (doc under docs/, result file, renderer of its JSON)
-    "export_sizes": ("export.md", "export_sizes.json", export_tables.sizes_table),
-    "position_codes": ("export.md", "export_sizes.json", export_tables.positions_table),
-    "inference": ("export.md", "inference.json", export_tables.inference_table),
-    "default_config": ("results.md", "default_config.json",
+BLOCKS = {  # name: (file under the repository root, result files, renderer of their JSON)
+    "summary": ("README.md", ("budget.json", "fixed_count.json", "export_sizes.json"),
+                lambda b, f, e: summary(b, f, e)),
+    "export_sizes": ("docs/export.md", ("export_sizes.json",), export_tables.sizes_table),
+    "position_codes": ("docs/export.md", ("export_sizes.json",), export_tables.positions_table),
+    "inference": ("docs/export.md", ("inference.json",), export_tables.inference_table),
+    "default_config": ("docs/results.md", ("default_config.json",),
                        lambda d: default_config.table(default_config.summarize(d["rows"]))),
-    "budget": ("results.md", "budget.json", lambda d: budget.budget_table(budget.summary(d["budget"]))),
-    "default_vs_paper": ("results.md", "budget.json", lambda d: budget.compare_table(d["compare"])),
-    "fixed_count": ("results.md", "fixed_count.json", fixed_count.table),
+    "budget": ("docs/results.md", ("budget.json",),
+               lambda d: budget.budget_table(budget.summary(d["budget"]))),
+    "default_vs_paper": ("docs/results.md", ("budget.json",), lambda d: budget.compare_table(d["compare"])),
+    "fixed_count": ("docs/results.md", ("fixed_count.json",), fixed_count.table),
 }
 
 
+def summary(budget_data: dict, fixed: dict, sizes: dict) -> str:
+    """The README's results table: one row per headline figure, each linking to its section."""
+    rows = ["| what | result | details |", "|---|---|---|"]
+    for net, e in budget.summary(budget_data["budget"]).items():
+        if e.get("kept"):
+            rows.append(f"| {net}: the smallest model within 0.5 points (validation) | "
+                        f"{100 * e['kept'][0]:.1f} % of weights kept, test drop {e['test_drop'][0]:.2f} "
+                        f"± {e['test_drop'][1]:.2f} points, search = {e['search_ratio'][0]:.1f} prunes | "
+                        f"[budget](docs/results.md#name-a-budget) |")
+    lobs = _mean(fixed["rows"], "lobs", 0.9)
+    nt = _mean(fixed["rows"], "nettrim", 0.9)
+    rows.append(f"| LeNet-300-100, 90 % zeros in every layer, no retraining | Net-Trim {nt:.2f} %, "
+                f"L-OBS {lobs:.2f} % test accuracy | [fixed size](docs/results.md#at-a-fixed-size) |")
+    lenet = next(m for m in sizes["models"] if m["arch"] == "lenet-300-100")
+    rows.append(f"| LeNet-300-100 at {100 * lenet['removed']:.1f} % removed, sparse safetensors | "
+                f"{lenet['ratio_torch_save']:.1f}x smaller than the dense state dict, exact round trip | "
+                f"[export](docs/export.md) |")
+    return "\n".join(rows)
+
+
+def _mean(rows: list[dict], method: str, sparsity: float, net: str = "lenet-300-100") -> float:
+    acc = [r["test"] for r in rows if (r["net"], r["method"], r["sparsity"]) == (net, method, sparsity)]
+    return sum(acc) / len(acc)
+
+
 def expected(doc: str) -> dict[str, str]:
-    """Block name -> table text for every block of ``doc`` whose result file exists."""
+    """Block name -> table text for every block of ``doc`` whose result files exist."""
     out = {}
-    for name, (where, result, render) in BLOCKS.items():
-        path = RESULTS / result
-        if where == doc and path.is_file():
-            out[name] = render(json.loads(path.read_text()))
+    for name, (where, results, render) in BLOCKS.items():
+        paths = [RESULTS / r for r in results]
+        if where == doc and all(p.is_file() for p in paths):
+            out[name] = render(*(json.loads(p.read_text()) for p in paths))
     return out
 
 
@@ -57,7 +85,7 @@ def update() -> list[Path]:
     """Rewrite every generated block of every doc from the JSON."""
     written = []
     for doc in dict.fromkeys(where for where, _, _ in BLOCKS.values()):
-        path = ROOT / "docs" / doc
+        path = ROOT / doc
         text = path.read_text()
         for name, table in expected(doc).items():
             pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)

@@ -34,7 +34,7 @@ RECIPES = {"lenet-300-100": Recipe(), "mlp-100-100": Recipe(), "mlp-60-60": Reci
            "mlp-300-300-300": Recipe(), "mlp-deep": Recipe(),
            "lenet5": Recipe(epochs=8, dropout=None), "lenet-demo": Recipe(epochs=6, dropout=0.5),
            "cifar-cnn": Recipe(epochs=20, dropout=None),
-           # measured on Fashion-MNIST, one thread: ~140 s and ~20 s per epoch (docs/architectures.md)
+           # measured on Fashion-MNIST, one thread: ~140 s and ~20 s per epoch (docs/any-model.md)
            "resnet20": Recipe(epochs=4, dropout=None), "vit-tiny": Recipe(epochs=10, dropout=None)}
 VALIDATION_SIZE = 5000  # training images held out by `nettrim train` and `prune --max-drop`
 VALIDATION_SEED = 0

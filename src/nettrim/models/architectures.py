@@ -106,7 +106,7 @@ class BasicBlock(nn.Module):
 
     The shortcut is the identity, or a 1x1 conv + BN when the stride or the width changes
     (the projection shortcut, "option B"). The ReLU acts on the sum, so ``conv2`` and the
-    shortcut conv are linear-program layers for Net-Trim (see docs/architectures.md)."""
+    shortcut conv are linear-program layers for Net-Trim (see docs/any-model.md)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()

@@ -35,10 +35,15 @@ def _tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
-def _inputs(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a batch to ``device`` as float32 (uint8 scaled by 1/255)."""
+def _inputs(batch: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Move a batch to ``device`` in the model's floating dtype (uint8 scaled by 1/255)."""
     batch = batch.to(device, non_blocking=True)
-    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+    return batch.to(dtype).div_(255.0) if batch.dtype == torch.uint8 else batch.to(dtype)
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _data(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +155,7 @@ def _train_epoch(model, x, y, opt, pairs, gen, batch_size, dev, log: TrainLog, b
     order = torch.randperm(len(x), generator=gen)
     with bar:
         for idx in order.split(batch_size):
-            xb, yb = _inputs(x[idx], dev), y[idx].to(dev, non_blocking=True)
+            xb, yb = _inputs(x[idx], dev, _float_dtype(model)), y[idx].to(dev, non_blocking=True)
             out = model(xb)
             loss = nn.functional.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
@@ -189,7 +194,8 @@ def predict(model: nn.Module, images, batch_size: int = 1000, device=None) -> to
     require(len(x) > 0, "images must be a non-empty batch")
     model.eval()
     try:
-        return torch.cat([model(_inputs(xb, dev)).cpu() for xb in x.split(int(batch_size))])
+        dtype = _float_dtype(model)
+        return torch.cat([model(_inputs(xb, dev, dtype)).cpu() for xb in x.split(int(batch_size))])
     finally:
         model.train(was_training)
 

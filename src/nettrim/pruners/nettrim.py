@@ -65,11 +65,11 @@ class NetTrim(PruningMethod):
     ``NetTrim.paper()`` is the papers' program: the l1 program alone, one ball per layer.
     """
 
-    epsilon: float = 0.05
+    epsilon: float = 0.2
     gamma: float = 1.1
     kappa: float = 1.0
-    reweight: int = 0
-    refit: bool = False
+    reweight: int = 2
+    refit: bool = True
     polish: bool = False
     hinge: bool = False
     relax_slack: bool = False

@@ -7,10 +7,12 @@ counted in samples (``floor(max_drop n)`` more errors at most, so a budget of 25
 
 Search. Net-Trim's relative tolerance eps (the method's other options fixed) sets the size;
 fewer weights survive as eps grows, and the validation accuracy falls, roughly monotonically.
-The search starts at the method's eps, doubles it while the trial passes (halves it while it
-fails), then bisects in log eps between the largest passing and the smallest failing eps until
-their ratio is below ``resolution`` or ``max_trials`` trials ran. The answer is the sparsest
-passing trial. When the smallest eps tried (``min_epsilon``) still fails, the result is the
+The search starts at the method's eps and steps in log eps (a factor of 2 until the budget is
+bracketed, then the secant of the validation drop against log eps, aimed at 90 % of the
+budget and kept inside the bracket). It stops when a passing trial uses at least 80 % of the
+budget (a further step changes the accuracy by about the noise of the validation split), when
+the bracket is narrower than ``resolution``, or after ``max_trials`` trials. The answer is the
+sparsest passing trial. When no trial down to ``min_epsilon`` passes, the result is the
 original model with status ``budget_unreachable``.
 
 Reuse between trials: the original network's captures (every layer's targets, and the inputs
@@ -79,7 +81,7 @@ class ShrinkResult:
 
 def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tensor, torch.Tensor],
            max_drop: float = 0.005, method: NetTrim | None = None, mode: str = "cascade", *,
-           max_trials: int = 6, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
+           max_trials: int = 5, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
            resolution: float = 1.25, batch_size: int = 1024, capture: dict | None = None,
            progress: bool = True, log=None) -> ShrinkResult:
     """The sparsest Net-Trim model whose validation accuracy is within ``max_drop`` of the
@@ -129,7 +131,7 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
                 f"{'within' if trial.within_budget else 'over'} budget, {trial.seconds:.1f} s")
         return trial
 
-    _search(run, method.epsilon, max_trials, min_epsilon, max_epsilon, resolution)
+    _search(run, method.epsilon, max_trials, min_epsilon, max_epsilon, resolution, max_drop)
     passing = [t for t in trials if t.within_budget]
     original_accuracy = 100 * base_correct / len(y_val)
     seconds = time.perf_counter() - start
@@ -141,27 +143,53 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
                         max_drop, seconds)
 
 
-def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, resolution: float) -> None:
-    """Expand by factors of 2 until the budget is bracketed, then bisect in log eps."""
+def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, resolution: float,
+            max_drop: float, close: float = 0.8) -> None:
+    """Trials in log eps until a passing trial is close to the budget (its drop at least
+    ``close`` max_drop: a further step changes the accuracy by about the validation split's
+    noise), the bracket between the largest passing and smallest failing eps is narrower than
+    ``resolution``, or ``max_trials`` ran. The next eps is the secant of drop against log eps
+    through the two trials nearest the budget, aimed at 0.9 max_drop and kept strictly inside
+    the bracket; without a second trial, a factor of 2."""
     eps = min(max(eps, min_eps), max_eps)
-    passed, failed = 0.0, math.inf  # largest passing eps, smallest failing eps
+    tried: list[tuple[float, float, bool]] = []  # (eps, drop, within budget)
     for _ in range(max_trials):
-        if run(eps).within_budget:
-            passed = max(passed, eps)
-        else:
-            failed = min(failed, eps)
-        if failed == math.inf:
-            if passed >= max_eps:
-                return
-            eps = min(2 * eps, max_eps)
-        elif passed == 0.0:
-            if eps <= min_eps:
-                return
-            eps = max(eps / 2, min_eps)
-        elif failed / passed < resolution:
+        trial = run(eps)
+        tried.append((eps, trial.drop, trial.within_budget))
+        passed = [e for e, _, ok in tried if ok]
+        failed = [e for e, _, ok in tried if not ok]
+        if trial.within_budget and trial.drop >= close * 100 * max_drop:
             return
-        else:
-            eps = math.sqrt(passed * failed)
+        lo, hi = max(passed, default=0.0), min(failed, default=math.inf)
+        if hi == math.inf and lo >= max_eps or lo == 0.0 and hi <= min_eps:
+            return
+        if lo and hi < math.inf and hi / lo < resolution:
+            return
+        eps = _next_eps(tried, lo, hi, 90 * max_drop, min_eps, max_eps)
+
+
+def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_eps: float) -> float:
+    """Secant of drop against log eps through the two trials nearest ``target`` (points),
+    kept inside (lo, hi) by at least a sixth of the bracket in log eps; else x2 or /2."""
+    if hi == math.inf and len(tried) < 2:
+        return min(2 * lo, max_eps)
+    if lo == 0.0 and len(tried) < 2:
+        return max(hi / 2, min_eps)
+    (e1, d1, _), (e2, d2, _) = sorted(tried, key=lambda t: abs(t[1] - target))[:2]
+    guess = None
+    if d1 != d2 and e1 != e2:
+        t = (target - d1) / (d2 - d1)
+        guess = math.exp(math.log(e1) + t * (math.log(e2) - math.log(e1)))
+    low = math.log(max(lo, min_eps / 2)) if lo else math.log(min_eps)
+    high = math.log(min(hi, 2 * max_eps)) if hi < math.inf else math.log(max_eps)
+    if lo == 0.0:
+        low = math.log(max(hi / 4, min_eps))
+    if hi == math.inf:
+        high = math.log(min(4 * lo, max_eps))
+    margin = (high - low) / 6
+    if guess is None or not guess > 0:
+        return math.exp((low + high) / 2)
+    return math.exp(min(max(math.log(guess), low + margin), high - margin))
 
 
 def _nearest(solutions: dict[float, dict], eps: float) -> dict | None:
