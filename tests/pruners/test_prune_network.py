@@ -251,7 +251,15 @@ def test_batchnorm_after_conv_is_folded_and_said():
     X = torch.randn(100, 1, 8, 8, dtype=torch.float64)
     res = prune(net, X, method=nt(epsilon=0.1), progress=False)
     assert res.report.settings["folded_batchnorm"] == [["0", "1"]]
-    assert isinstance(res.model[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)
+    # the result keeps the model's classes: the BN only adds the folded bias back
+    assert isinstance(res.model[1], nn.BatchNorm2d) and res.model[0].bias is not None
+    assert [k for k in res.model.state_dict()] == [k for k in net.state_dict()]
+    with torch.no_grad():
+        folded_out = res.model[1](res.model[0](X))
+        assert torch.allclose(folded_out, res.model[0](X), atol=1e-9)
+    from nettrim.pruners.verify import verify
+
+    assert all(c.holds for c in verify(net, res.model, X, res.report.to_dict()))
     assert [r.status for r in res.report.layers] == ["solved", "solved"]
 
 

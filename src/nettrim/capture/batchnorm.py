@@ -62,6 +62,36 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None
 
 
 @torch.no_grad()
+def restore_batchnorm(folded_model: nn.Module, model: nn.Module,
+                      folded: list[tuple[str, str]]) -> nn.Module:
+    """``folded_model`` (from :func:`fold_batchnorm` of ``model``, weights since changed) back
+    in ``model``'s architecture: each folded BN is put back as a BN that only adds the layer's
+    folded bias (weight 1, bias b', running mean 0, running variance 1 - eps, so that in eval
+    mode it maps x to x + b'), and a layer that had no bias loses the one the fold gave it.
+    The model computes what ``folded_model`` computes (up to float rounding) and has the same
+    classes and state-dict keys as ``model``, so it saves and loads as that architecture."""
+    out = folded_model
+    for layer_name, bn_name in folded:
+        layer, original = out.get_submodule(layer_name), model.get_submodule(layer_name)
+        bn = copy.deepcopy(model.get_submodule(bn_name))
+        shift = layer.bias.detach().clone()
+        if original.bias is None:
+            layer.bias = None
+        else:
+            shift.zero_()  # the layer keeps its folded bias; the BN adds nothing
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        if bn.weight is not None:
+            bn.weight.data.fill_(1.0)
+        if bn.bias is not None:
+            bn.bias.data.copy_(shift.to(bn.bias.dtype))
+        elif bool(shift.any()):
+            raise ValueError(f"BatchNorm '{bn_name}' has no bias to carry the folded shift")
+        _set_submodule(out, bn_name, bn.eval())
+    return out
+
+
+@torch.no_grad()
 def _fold(conv: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> None:
     var, mean = bn.running_var.double(), bn.running_mean.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)

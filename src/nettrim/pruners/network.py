@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..capture.batchnorm import fold_batchnorm
+from ..capture.batchnorm import fold_batchnorm, restore_batchnorm
 from ..capture import LayerSpec, adapter_for, capture_layer, is_chain, network_output, trace_layers
 from ..errors import NettrimError, require
 from .base import LayerJob, LayerMethod, LayerOutcome
 from .bounds import cascade_bound_measured, parallel_bound, spectral_norm
 from .certificate import check_layer
 from .cleanup import remove_dead_units
+from . import resume
 from .report import LayerReport, PruneReport
 
 MODES = ("cascade", "parallel")
@@ -38,7 +39,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
                method_name: str, settings: dict, batch_size: int = 1024, cleanup: bool = False,
                progress: bool = True, layers: list[str] | None = None,
                on_layer=None, capture: dict | None = None,
-               originals: dict | None = None) -> PruneResult:
+               originals: dict | None = None, store=None) -> PruneResult:
     """Prune a deep copy of ``model`` layer by layer with ``method`` under ``mode``.
 
     ``capture``: options for every layer's capture (``capture_layer``), e.g. ``max_rows`` and
@@ -48,25 +49,36 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
 
     ``originals``: a dict shared by runs on the same model and inputs (``shrink``'s trials):
     the original network's captures are stored there on the first run and reused after.
+
+    ``store``: a ``nettrim.pruners.resume.RunStore``: each finished layer is kept there, and a
+    layer already finished by an earlier run with the same fingerprint is loaded instead of
+    solved (the report's ``resumed`` names those layers).
     """
     capture = {"max_rows": "auto", **(capture or {})}
     originals = {} if originals is None else originals
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     start = time.perf_counter()
     original, folded = fold_batchnorm(model, inputs[:2]) if _has_batchnorm(model) else (model, [])
-    if folded:  # the pruned copy carries the folded convs and Identity in place of each BN
+    if folded:  # pruned on the folded layers; the result gets its BatchNorms back at the end
         settings = dict(settings, folded_batchnorm=[list(p) for p in folded])
     specs = trace_layers(original, inputs[:2])
     if layers is not None:
         unknown = sorted(set(layers) - {s.name for s in specs})
         require(not unknown, f"no prunable layer named {', '.join(unknown)}; "
                              f"prunable layers: {', '.join(s.name for s in specs)}")
+    if hasattr(method, "prepare"):  # e.g. structured Net-Trim: each layer's input units (groups)
+        method.prepare(original, specs, inputs[:2])
     pruned = copy.deepcopy(original).eval()
     reports: list[LayerReport] = []
+    scope, resumed = resume.scheme_scope(store, model, inputs, method, mode, method_name, settings,
+                                         batch_size, layers, capture), []
     bar = tqdm(specs, desc=f"{method_name} {mode}", unit="layer", disable=not progress)
     for spec in bar:
         bar.set_postfix_str(spec.name)
         if layers is not None and spec.name not in layers:
+            continue
+        if resume.restore_layer(scope, spec, pruned, reports):
+            resumed.append(spec.name)
             continue
         job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture, originals)
         if progress and hasattr(method, "progress"):  # ADMM progress on the layer bar
@@ -75,6 +87,8 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         outcome = method(job)
         adapter_for(pruned.get_submodule(spec.name), spec.name).set(outcome.weight, outcome.bias)
         reports.append(_layer_report(job, outcome, time.perf_counter() - t0))
+        if scope is not None:
+            scope.save_layer(spec.index, spec.name, outcome.weight, outcome.bias, reports[-1])
         if on_layer is not None:
             on_layer(reports[-1])
     bar.close()
@@ -87,9 +101,14 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         method=method_name, mode=mode, settings=settings, layers=reports,
         seconds=time.perf_counter() - start,
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
-        bound=None, skipped=skipped)
+        bound=None, skipped=skipped, resumed=resumed)
     if not report.uncertified and is_chain(specs):  # Theorems 1-2 assume a plain chain
         report.bound = _bound(mode, reports, original, pruned)
+    if folded:  # back to the model's own classes: each BN only adds its layer's folded bias
+        pruned = restore_batchnorm(pruned, model, folded)
+    if hasattr(method, "finish"):  # structured Net-Trim: unread units removed, claims measured again
+        pruned = method.finish(pruned, report, original=original, specs=specs, inputs=inputs, mode=mode,
+                               batch_size=batch_size, capture=capture, originals=originals)
     return PruneResult(pruned, report)
 
 

@@ -24,7 +24,9 @@ def verify(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, report:
     first rows (every claim is a norm over samples, so it holds on any subset of the samples
     it holds on; Conv2d layers, whose patch rows are sampled from the whole draw, are then
     not checked)."""
-    original = fold_batchnorm(original, inputs[:2])[0] if _has_batchnorm(original) else original
+    if _has_batchnorm(original):  # both as they were pruned: BatchNorms folded into their layers
+        original = fold_batchnorm(original, inputs[:2])[0]
+        pruned = fold_batchnorm(pruned, inputs[:2])[0]
     specs = trace_layers(original, inputs[:2])
     by_name = {s.name: s for s in specs}
     claimed = [r for r in report["layers"] if r.get("certified")

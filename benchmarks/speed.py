@@ -1,0 +1,130 @@
+"""Benchmark: how fast the solver is, against training and against an interior-point solver.
+
+1. ``prune_vs_train``: LeNet-300-100 trained on 55,000 MNIST images (15 epochs, the demo's
+   recipe), then pruned with ``NetTrim()`` at its default tolerance on 2,000 calibration
+   images, both timed in this run with the same thread count: the ratio prune / train.
+2. ``solver_vs_cvxpy``: one layer program, the papers' program on LeNet-300-100's second
+   layer (300 -> 100, cascade inputs replaced by the original network's, 1,000 samples,
+   relative eps 0.1): ADMM (``trim_layer``) against cvxpy with Clarabel on the same instance;
+   seconds and the l1 norm each reaches.
+3. ``full_training_set``: ``prune`` with ``NetTrim()`` on all 55,000 training images of the
+   split (``--full``): seconds, peak memory, certified layers, for LeNet-300-100.
+
+Writes benchmarks/results/speed.json. Run: `.venv/bin/python benchmarks/speed.py [--full]`
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine, run
+from nettrim import NetTrim, prune, trim_layer
+from nettrim.data import subset, validation_split
+from nettrim.experiments import zoo
+from nettrim.layer import ADMMSettings
+from nettrim.layer.reference import solve_reference
+from nettrim.models import build_model, train
+
+OUT = Path(__file__).parent / "results" / "speed.json"
+NET = dict(arch="lenet-300-100", dataset="mnist", epochs=15, dropout=0.2, validation=5000)
+
+
+def prune_vs_train(threads: int) -> dict:
+    data = zoo.load_data("mnist")
+    keep, _ = validation_split(len(data.x_train), 5000)
+    x, y = data.x_train[keep], data.y_train[keep]
+    torch.manual_seed(0)
+    model = build_model("lenet-300-100", dropout=0.2)
+    t0 = time.perf_counter()
+    train(model, x, y, epochs=15, schedule="cosine", seed=0, progress=False)
+    train_s = time.perf_counter() - t0
+    xs, _ = subset(x, y, 2000, seed=0)
+    t0 = time.perf_counter()
+    res = prune(model.eval(), xs, method=NetTrim(), progress=False)
+    prune_s = time.perf_counter() - t0
+    return dict(threads=threads, train_seconds=train_s, prune_seconds=prune_s,
+                ratio=prune_s / train_s, kept=1 - res.report.sparsity,
+                certified=not res.report.uncertified)
+
+
+def solver_vs_cvxpy(samples: int = 1000, eps: float = 0.1) -> dict:
+    model, _ = zoo.get_model(**NET, seed=0, progress=False)
+    data = zoo.load_data("mnist")
+    keep, _ = validation_split(len(data.x_train), 5000)
+    xs, _ = subset(data.x_train[keep], data.y_train[keep], samples, seed=0)
+    with torch.no_grad():
+        X = torch.relu(model[1](xs.flatten(1))).double()
+        Y = torch.relu(model[4](X.float())).double()
+    absolute = eps * float(Y.norm())
+    t0 = time.perf_counter()
+    res = trim_layer(X, Y, absolute, settings=ADMMSettings(dtype=torch.float64, rel_tol=1e-4,
+                                                           max_iterations=20000))
+    admm_s = time.perf_counter() - t0
+    admm_l1 = float(res.weight.abs().sum() + res.bias.abs().sum())
+    t0 = time.perf_counter()
+    U = solve_reference(X, Y, absolute)
+    cvx_s = time.perf_counter() - t0
+    cvx_l1 = float(abs(U).sum())
+    return dict(layer="4", shape=[100, 300], samples=samples, relative_epsilon=eps,
+                admm_seconds=admm_s, admm_l1=admm_l1, admm_status=str(res.status),
+                admm_discrepancy_over_eps=res.discrepancy / absolute,
+                cvxpy_seconds=cvx_s, cvxpy_l1=cvx_l1, speedup=cvx_s / admm_s,
+                l1_gap=admm_l1 / cvx_l1 - 1)
+
+
+def full_training_set() -> dict:
+    model, _ = zoo.get_model(**NET, seed=0, progress=False)
+    data = zoo.load_data("mnist")
+    keep, _ = validation_split(len(data.x_train), 5000)
+    t0 = time.perf_counter()
+    res = prune(model, data.x_train[keep], method=NetTrim(), progress=False)
+    return dict(samples=int(len(keep)), seconds=time.perf_counter() - t0,
+                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                kept=1 - res.report.sparsity,
+                layers=[dict(name=r.name, status=str(r.status), certified=r.certified,
+                             iterations=r.iterations, seconds=r.seconds) for r in res.report.layers])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="also prune on the whole training split")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    out.update(machine=machine(), prune_vs_train=prune_vs_train(args.threads),
+               solver_vs_cvxpy=solver_vs_cvxpy())
+    if args.full:
+        out["full_training_set"] = full_training_set()
+    from nettrim.report import write_json_atomic
+
+    write_json_atomic(args.out, out)
+    print(table(out))
+
+
+def table(data: dict) -> str:
+    """The three measurements as one table."""
+    p, c = data["prune_vs_train"], data["solver_vs_cvxpy"]
+    rows = ["| measurement | result |", "|---|---|",
+            f"| LeNet-300-100: prune (`NetTrim()`, 2,000 images) / train (15 epochs), {p['threads']} threads "
+            f"| {p['prune_seconds']:.1f} s / {p['train_seconds']:.1f} s = {p['ratio']:.2f} |",
+            f"| one layer ({c['shape'][0]}x{c['shape'][1]}, {c['samples']} samples): cvxpy+Clarabel / ADMM "
+            f"| {c['cvxpy_seconds']:.1f} s / {c['admm_seconds']:.2f} s = {c['speedup']:.0f}x, "
+            f"l1 norm {100 * c['l1_gap']:+.2f} % |"]
+    f = data.get("full_training_set")
+    if f:
+        cert = sum(layer["certified"] for layer in f["layers"])
+        rows.append(f"| LeNet-300-100 on all {f['samples']:,} training images | {f['seconds']:.0f} s, "
+                    f"{f['peak_memory_mb'] / 1024:.2f} GiB peak, {cert} of {len(f['layers'])} layers certified |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    run(main)
