@@ -48,14 +48,15 @@ def _default_types(arch: str) -> tuple[str, ...]:
 
 def _keywords(arch: str) -> set[str]:
     """The keyword arguments the builder of ``arch`` accepts."""
-    params = inspect.signature(ARCHITECTURES[arch]).parameters
-    if all(p.kind == p.VAR_KEYWORD for p in params.values()):
-        params = inspect.signature(mlp).parameters  # the registry's MLP builders forward to mlp
+    params = dict(inspect.signature(ARCHITECTURES[arch]).parameters)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        params = {**inspect.signature(mlp).parameters, **params}  # the MLP builders forward to mlp
     return {name for name, p in params.items() if p.kind == p.KEYWORD_ONLY}
 
 
-def _candidates(model: nn.Module, arch: str):
-    """Keyword dicts worth trying for ``arch``, most likely first."""
+def _candidates(model: nn.Module, arch: str, widths: bool = False):
+    """Keyword dicts worth trying for ``arch``, most likely first; with ``widths`` those that
+    also give the model's own layer widths (a structurally pruned, narrower network)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not linears:
@@ -68,6 +69,11 @@ def _candidates(model: nn.Module, arch: str):
     else:
         shapes = [{"in_features": linears[0].in_features}]
     keys = _keywords(arch)
+    if widths:
+        sizes = {"channels": [m.out_channels for m in convs], "hidden": [m.out_features for m in linears[:-1]]}
+        if not keys & set(sizes):
+            return
+        base.update(sizes)
     for shape in shapes:
         yield {k: v for k, v in {**base, **shape}.items() if k in keys}
 
@@ -88,10 +94,11 @@ def identify(model: nn.Module) -> tuple[str, dict]:
     Raises :class:`NettrimError` naming the model's class when no registered architecture fits.
     """
     types = tuple(_layer_types(model))
-    for arch in (a for a in ARCHITECTURES if _default_types(a) == types):
-        for kwargs in _candidates(model, arch):
-            if matches(model, arch, kwargs):
-                return arch, _simplest(model, arch, kwargs)
+    for widths in (False, True):  # an architecture at its own widths first
+        for arch in (a for a in ARCHITECTURES if _default_types(a) == types):
+            for kwargs in _candidates(model, arch, widths):
+                if matches(model, arch, kwargs):
+                    return arch, _simplest(model, arch, kwargs)
     raise NettrimError(
         f"cannot export {type(model).__name__}: its layers match none of nettrim's architectures "
         f"({', '.join(ARCHITECTURES)}); export a model built by nettrim.models.build_model, "

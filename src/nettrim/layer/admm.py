@@ -16,6 +16,12 @@ section 3.4.1) costs nothing. With one ball per neuron the neurons are independe
 each gets its own rho and is frozen as soon as it has converged, so late iterations only touch
 the neurons still moving. The answer is ``W2``, which has exact zeros; it is returned only after
 its constraints have been measured.
+
+Group penalty (structured Net-Trim, docs/structured.md): with ``groups`` the objective is
+sum_g t_g ||U_g||_F over groups of rows of U (every column), and the W2 step is its prox,
+the group soft-threshold W2_g = max(0, 1 - t_g / (rho ||V_g||_F)) V_g with V = W3 - U2.
+A group spans every neuron, so the neurons are one problem: one rho for all, balanced on
+the layer's residuals, and no neuron is frozen before the others.
 """
 from __future__ import annotations
 
@@ -118,6 +124,21 @@ def soft_threshold(Z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.sign(Z) * (Z.abs() - t).clamp_min(0)
 
 
+def group_soft_threshold(Z: torch.Tensor, groups: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The prox of sum_g t_g ||Z_g||_F, Z_g the rows of Z whose ``groups`` entry is g (every
+    column): each group scaled by max(0, 1 - t_g / ||Z_g||_F), so a group is zero as a whole
+    or not shrunk to zero at all; rows with group -1 (the bias) are in no group and returned
+    as they are. ``groups``: (N',) long in [-1, G); ``t``: (G,) thresholds."""
+    inside = groups >= 0
+    ids = groups[inside]
+    sq = torch.zeros(t.shape[0], dtype=Z.dtype, device=Z.device).index_add_(0, ids, Z[inside].square().sum(1))
+    norm = sq.sqrt()
+    scale = torch.where(norm > t, 1 - t / norm.clamp_min(1e-30), torch.zeros_like(norm))
+    factor = torch.ones(Z.shape[0], dtype=Z.dtype, device=Z.device)
+    factor[inside] = scale[ids]
+    return Z * factor[:, None]
+
+
 def _project(Z, Y, V, mask, eps, per_neuron, hinge=False):
     """Projection of Z onto {ball around Y of radius eps on Omega} x {<= V off Omega}.
 
@@ -163,11 +184,14 @@ def solve_admm(
     l1_weights: torch.Tensor | None = None,
     progress: Progress | None = None,
     support_only: bool = False,
+    groups: torch.Tensor | None = None,
+    group_weights: torch.Tensor | None = None,
 ) -> ADMMOutput:
     """Run ADMM on ``problem``; ``warm_start`` is U0 (N', M); ``l1_weights`` (N', M) gives the
     weighted objective sum w_ij |U_ij| (reweighted l1), default all ones. ``support_only``: the
     answer's support is all that is used, so the solve may stop once it has settled
-    (``ADMMSettings.support_checks``)."""
+    (``ADMMSettings.support_checks``). ``groups`` ((N',) long, -1 for a row in no group) and
+    ``group_weights`` ((G,) t_g) replace the l1 objective by sum_g t_g ||U_g||_F (module doc)."""
     dt = settings.dtype
     AtA = problem.A.double().T @ problem.A.double()
     c = max(_largest_eigenvalue(AtA) ** 0.5, 1e-12) / settings.spectral_ratio
@@ -184,7 +208,8 @@ def solve_admm(
     return run_admm(W3, A @ W3, Y, V, mask, eps, wts, settings, per_neuron=problem.per_neuron,
                     hinge=problem.hinge, size=(N + A.shape[0]) ** 0.5, forward=lambda W: A @ W,
                     w3_step=w3_step, progress=progress,
-                    stable_checks=settings.support_checks if support_only else None)
+                    stable_checks=settings.support_checks if support_only else None,
+                    groups=groups, group_weights=None if group_weights is None else group_weights.to(dt))
 
 
 def _matrix_w3_step(A, G, Kinv, R1, R2):
@@ -200,7 +225,8 @@ W3Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
 def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuron: bool,
              hinge: bool, size: float, forward: Callable[[torch.Tensor], torch.Tensor],
              w3_step: W3Step, refresh: Callable | None = None,
-             progress: Progress | None = None, stable_checks: int | None = None) -> ADMMOutput:
+             progress: Progress | None = None, stable_checks: int | None = None,
+             groups: torch.Tensor | None = None, group_weights: torch.Tensor | None = None) -> ADMMOutput:
     """The iterations of the module doc, for any linear map A given as ``forward(W) = A W``.
 
     ``w3_step(W3, AW3, R1, R2)`` returns (W3, A W3) with W3 = (A^T A + I)^(-1) (A^T R1 + R2)
@@ -209,11 +235,18 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
     A W3 by updates). ``size`` is sqrt(N' + P) of the absolute tolerances. All scaled
     quantities, (N', M) or (P, M); neurons that converge are frozen and dropped. With
     ``stable_checks`` a neuron (or the layer) whose support has not changed over that many
-    checks counts as converged once its constraints hold.
+    checks counts as converged once its constraints hold. With ``groups`` and
+    ``group_weights`` the W2 step is the group soft-threshold and the neurons move together
+    (one rho, converged and returned together).
     """
     dt, N, M, dev = W3.dtype, W3.shape[0], Y.shape[1], Y.device
     rho0 = settings.rho or 1.0 / float(W3.abs().mean().clamp_min(1e-8))
     alpha = settings.relaxation
+    coupled = groups is not None  # a group spans every neuron: one problem, one rho
+    if coupled:
+        prox = lambda Z, rho: group_soft_threshold(Z, groups, group_weights / rho[0])
+    else:
+        prox = lambda Z, rho: soft_threshold(Z, wc / rho)
     result = torch.zeros(N, M, dtype=dt, device=dev)
     iters = torch.zeros(M, dtype=torch.long)
     done = torch.zeros(M, dtype=torch.bool)
@@ -226,7 +259,7 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
     for it in range(1, settings.max_iterations + 1):
         Z = AW3 - U1
         W1 = _project(Z, Yc, Vc, mc, ec, per_neuron, hinge)
-        W2 = soft_threshold(W3 - U2, wc / rho)
+        W2 = prox(W3 - U2, rho)
         W3_old, AW3_old = W3, AW3
         if alpha != 1.0:  # over-relaxation: blend the new split variables with the old W3
             H1, H2 = alpha * W1 + (1 - alpha) * AW3_old, alpha * W2 + (1 - alpha) * W3_old
@@ -252,15 +285,15 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
             stable = torch.where((now == support).all(0), stable + 1, 0) if support is not None else stable
             support = now
             small |= stable >= stable_checks
-        if not per_neuron:
+        if not per_neuron or coupled:
             small = small.all().expand_as(small)
         ok = small & _feasible(forward(W2), W2, Yc, Vc, mc, ec, per_neuron,
                                settings.feasibility_tol, hinge)
         iters[cols.cpu()] = it
         last[:, cols.cpu()] = torch.stack([r, s, rho]).cpu()
         if settings.adaptive_rho and it <= settings.adapt_iterations:
-            rho, U1, U2 = _balance(rho, U1, U2, r, s, per_neuron)
-        if ok.any() and (per_neuron or ok.all()):
+            rho, U1, U2 = _balance(rho, U1, U2, r, s, per_neuron and not coupled)
+        if ok.any() and ((per_neuron and not coupled) or ok.all()):
             result[:, cols[ok]] = W2[:, ok]
             done[cols[ok].cpu()] = True
             keep = ~ok
@@ -274,7 +307,7 @@ def run_admm(W3, AW3, Y, V, mask, eps, wts, settings: ADMMSettings, *, per_neuro
         if progress is not None:
             progress(it, int(done.sum()), M)
     if cols.numel():
-        result[:, cols] = soft_threshold(W3 - U2, wc / rho)
+        result[:, cols] = prox(W3 - U2, rho)
     return ADMMOutput(U=result, iterations=iters, converged=done, primal_residual=last[0],
                       dual_residual=last[1], rho=last[2])
 

@@ -32,6 +32,7 @@ def trim_layer(
     hinge: bool = False,
     support_only: bool = False,
     progress: Progress | None = None,
+    groups: torch.Tensor | None = None,
 ) -> LayerResult:
     """Solve the Net-Trim program for one layer.
 
@@ -62,9 +63,15 @@ def trim_layer(
             afterwards): every solve stops at ``settings.support_rel_tol`` or once its support
             has settled. ``refit`` implies it.
         progress: called as progress(iteration, neurons done, neurons total).
+        groups: (N,) integer group of each input feature (column of X): the objective becomes
+            the group l1 norm sum_g sqrt(|g|) ||U_g||_F over the rows of U in group g (all M
+            outputs; |g| its number of rows), so an input is kept or dropped by every neuron
+            at once (structured Net-Trim, docs/structured.md). The bias row is in no group:
+            it is not penalized. ``reweight`` then reweights the groups, 1 / (||U_g|| + delta).
     """
     settings = settings or ADMMSettings()
     _validate(X, Y, V, epsilon, relu, warm_start, per_neuron)
+    group_ids = None if groups is None else _group_ids(groups, X.shape[1], bias)
     start = time.perf_counter()
     dev, dt = X.device, settings.dtype
     A = append_ones(X.to(dt)) if bias else X.to(dt)
@@ -84,7 +91,7 @@ def trim_layer(
             return _result(problem, fit, INFEASIBLE, 0, epsilon, settings, start)
     U0 = None if warm_start is None else _stack(warm_start, bias).to(dt)
     U, out = _solve_on_live_features(problem, settings, U0, reweight, progress,
-                                     loose_last=refit or support_only)
+                                     loose_last=refit or support_only, groups=group_ids)
     if polish:
         U = polish_on_support(problem, U)
     if refit:
@@ -93,7 +100,7 @@ def trim_layer(
         if not _within_hinge(measured, refitted, settings) and settings.support_rel_tol is not None:
             # the loose supports did not certify: solve again at rel_tol throughout, refit again
             U, out = _solve_on_live_features(problem, replace(settings, support_rel_tol=None), U0,
-                                             reweight, progress)
+                                             reweight, progress, groups=group_ids)
             refitted = refit_on_support(measured, U)
         problem, U = measured, refitted
     status = SOLVED if bool(out.converged.all()) else MAX_ITERATIONS
@@ -104,7 +111,7 @@ def trim_layer(
     return result
 
 
-def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_last=False):
+def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_last=False, groups=None):
     """ADMM on the features that are not identically zero, then reweighted rounds; returns U
     and the last solve's output (its iterations summed over the rounds).
 
@@ -119,11 +126,18 @@ def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_las
     loose = settings if settings.support_rel_tol is None else \
         replace(settings, rel_tol=max(settings.rel_tol, settings.support_rel_tol))
     last = loose if loose_last else settings
+    grouped = {} if groups is None else _live_groups(groups[live])
     out = solve_admm(sub, loose if reweight else last,
                      warm_start=None if U0 is None else U0[live], progress=progress,
-                     support_only=bool(reweight) or loose_last)
+                     support_only=bool(reweight) or loose_last, **grouped)
     iterations = out.iterations.clone()
     for r in range(reweight):
+        if grouped:
+            grouped = _reweighted_groups(out.U, grouped)
+            out = solve_admm(sub, last if r == reweight - 1 else loose, warm_start=out.U,
+                             progress=progress, support_only=r < reweight - 1 or loose_last, **grouped)
+            iterations += out.iterations
+            continue
         nonzero = out.U[out.U != 0]
         delta = 0.1 * float(nonzero.abs().mean()) if nonzero.numel() else 1.0
         w = 1.0 / (out.U.abs() + delta)
@@ -135,6 +149,39 @@ def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_las
     U[live] = out.U
     out.iterations = iterations
     return U, out
+
+
+def _group_ids(groups, n_features: int, bias: bool) -> torch.Tensor:
+    """The (N',) group of each row of U: ``groups`` checked, then -1 (no group) for the bias."""
+    require(isinstance(groups, torch.Tensor) and groups.shape == (n_features,)
+            and not groups.is_floating_point() and not groups.is_complex(),
+            f"groups must be an integer tensor with one entry per input feature ({n_features},), "
+            f"got {getattr(groups, 'dtype', type(groups).__name__)} {tuple(getattr(groups, 'shape', ()))}")
+    require(bool((groups >= 0).all()), "groups must be >= 0 (the bias row is in no group by itself)")
+    ids = groups.long()
+    return torch.cat([ids, ids.new_full((1,), -1)]) if bias else ids
+
+
+def _live_groups(groups: torch.Tensor) -> dict:
+    """``solve_admm``'s group arguments: ids renumbered 0..G-1 (-1 kept) and t_g = sqrt(|g|)."""
+    inside = groups >= 0
+    ids = groups.clone()
+    uniq, ids[inside] = torch.unique(groups[inside], return_inverse=True)
+    sizes = torch.bincount(ids[inside], minlength=len(uniq)).double()
+    return {"groups": ids, "group_weights": sizes.sqrt()}
+
+
+def _reweighted_groups(U: torch.Tensor, grouped: dict) -> dict:
+    """Reweighted group l1: t_g = sqrt(|g|) / (||U_g||_F + delta), delta a tenth of the mean
+    norm of the non-zero groups, scaled to the mean of sqrt(|g|)."""
+    ids = grouped["groups"]
+    inside = ids >= 0
+    base = torch.bincount(ids[inside], minlength=len(grouped["group_weights"])).double().sqrt()
+    norms = torch.zeros_like(base).index_add_(0, ids[inside], U[inside].double().square().sum(1)).sqrt()
+    nonzero = norms[norms > 0]
+    delta = 0.1 * float(nonzero.mean()) if nonzero.numel() else 1.0
+    t = base / (norms + delta)
+    return {"groups": ids, "group_weights": t * (base.mean() / t.mean())}
 
 
 def _stack(warm_start, bias: bool) -> torch.Tensor:

@@ -12,9 +12,10 @@ from .problem import LayerProblem, append_ones, split_budget
 
 
 def solve_reference(X, Y, epsilon, *, V=None, relu=True, bias=True, per_neuron=False,
-                    hinge=False, solver: str = "CLARABEL") -> np.ndarray:
+                    hinge=False, groups=None, solver: str = "CLARABEL") -> np.ndarray:
     """Exact optimum U (N', M) of the Net-Trim program (or with ``hinge`` the hinge program)
-    with the same conventions as trim_layer."""
+    with the same conventions as trim_layer; with ``groups`` ((N,) group of each input) the
+    objective is trim_layer's group l1 norm, sum_g sqrt(|g|) ||U_g||_F, the bias row free."""
     import cvxpy as cp
 
     A = (append_ones(X.double()) if bias else X.double()).cpu().numpy()
@@ -41,7 +42,13 @@ def solve_reference(X, Y, epsilon, *, V=None, relu=True, bias=True, per_neuron=F
             cons.append(AU[off, m] <= Vn[off, m])
     if not per_neuron:
         cons.append(cp.norm(cp.hstack(resid), 2) <= float(epsilon))
-    prob = cp.Problem(cp.Minimize(cp.sum(cp.abs(U))), cons)
+    if groups is None:
+        objective = cp.sum(cp.abs(U))
+    else:
+        ids = np.asarray(groups)
+        objective = sum(np.sqrt((ids == g).sum()) * cp.norm(U[np.flatnonzero(ids == g), :], "fro")
+                        for g in np.unique(ids))
+    prob = cp.Problem(cp.Minimize(objective), cons)
     prob.solve(solver=solver)
     if prob.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"reference solver returned {prob.status}")

@@ -3,7 +3,10 @@ networks with a real graph -- ResNet-20 (residual blocks with BatchNorm) and a s
 transformer -- whose blocks are small modules defined here.
 
 Every builder takes keyword arguments only, so a model is fully described by its registry
-name plus a small dict of plain values (what a checkpoint stores).
+name plus a small dict of plain values (what a checkpoint stores). The MLPs take their hidden
+widths (``hidden``) and LeNet-5 and the LeNet demo network their conv channels and dense widths
+(``channels``, ``hidden``), so a network made narrower by structured pruning is still its
+architecture (``build_model("lenet-300-100", hidden=[120, 40])``; ``widths_kwargs``).
 """
 from __future__ import annotations
 
@@ -70,21 +73,35 @@ def _with_head(features: list[nn.Module], in_shape: tuple[int, int, int],
     return nn.Sequential(*conv, *_dense_stack([n_flat, *sizes], dropout))
 
 
-def lenet5(*, in_shape: Sequence[int] = MNIST_SHAPE, n_classes: int = 10) -> nn.Sequential:
-    """LeNet-5 (6 and 16 channels, 120-84 dense head) for 28x28 inputs."""
+def _widths(value: Sequence[int], n: int, what: str) -> list[int]:
+    widths = [int(v) for v in value] if isinstance(value, (list, tuple)) else None
+    require(widths is not None and len(widths) == n and all(w >= 1 for w in widths)
+            and all(w == v for w, v in zip(widths, value)),
+            f"{what} must be a list of {n} positive integers, got {value!r}")
+    return widths
+
+
+def lenet5(*, in_shape: Sequence[int] = MNIST_SHAPE, n_classes: int = 10,
+           channels: Sequence[int] = (6, 16), hidden: Sequence[int] = (120, 84)) -> nn.Sequential:
+    """LeNet-5 (6 and 16 channels, 120-84 dense head) for 28x28 inputs; ``channels`` and
+    ``hidden`` set other widths (a structurally pruned LeNet-5)."""
     c, _, _ = shape = _check_shape(in_shape)
-    feats = [nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2)]
-    return _with_head(feats, shape, [120, 84, n_classes], 0.0)
+    c1, c2 = _widths(channels, 2, "channels")
+    feats = [nn.Conv2d(c, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+             nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2)]
+    return _with_head(feats, shape, [*_widths(hidden, 2, "hidden"), n_classes], 0.0)
 
 
 def lenet_demo(*, in_shape: Sequence[int] = MNIST_SHAPE, n_classes: int = 10,
-               dropout: float = 0.5) -> nn.Sequential:
-    """The TensorFlow-tutorial LeNet: 32 and 64 channels, a 512-unit dense layer, dropout."""
+               dropout: float = 0.5, channels: Sequence[int] = (32, 64),
+               hidden: Sequence[int] = (512,)) -> nn.Sequential:
+    """The TensorFlow-tutorial LeNet: 32 and 64 channels, a 512-unit dense layer, dropout
+    (``channels``, ``hidden``: other widths)."""
     c, _, _ = shape = _check_shape(in_shape)
-    feats = [nn.Conv2d(c, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
-    return _with_head(feats, shape, [512, n_classes], dropout)
+    c1, c2 = _widths(channels, 2, "channels")
+    feats = [nn.Conv2d(c, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+             nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+    return _with_head(feats, shape, [*_widths(hidden, 1, "hidden"), n_classes], dropout)
 
 
 def cifar_cnn(*, in_shape: Sequence[int] = CIFAR_SHAPE, n_classes: int = 10,
@@ -218,10 +235,11 @@ def vit_tiny(*, in_shape: Sequence[int] = MNIST_SHAPE, n_classes: int = 10, dim:
                          nn.LayerNorm(dim), TokenMean(), nn.Linear(dim, n_classes))
 
 
-def _mlp_builder(*hidden: int) -> Callable[..., nn.Module]:
-    def build(**kw) -> nn.Module:
-        return mlp(hidden, **kw)
-    build.__doc__ = f"MLP with hidden widths {list(hidden)}; keywords as :func:`mlp`."
+def _mlp_builder(*default: int) -> Callable[..., nn.Module]:
+    def build(*, hidden: Sequence[int] = default, **kw) -> nn.Module:
+        return mlp(_widths(hidden, len(default), "hidden"), **kw)
+    build.__doc__ = (f"MLP with hidden widths {list(default)} (``hidden``: other widths, as many); "
+                     f"keywords as :func:`mlp`.")
     return build
 
 
@@ -237,6 +255,38 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20,
     "vit-tiny": vit_tiny,
 }
+
+
+WIDTH_KEYWORDS = ("channels", "hidden")
+
+
+def widths_kwargs(arch: str, arch_kwargs: dict | None, model: nn.Module) -> dict:
+    """``arch_kwargs`` with the widths of ``model`` (a narrower network of architecture
+    ``arch``, e.g. after structured pruning): ``channels`` from its Conv2d layers and ``hidden``
+    from its Linear layers but the last, for the builders that take them; checked by building
+    it (on the meta device) and comparing the state-dict shapes. One-line error when ``arch``
+    cannot express those widths."""
+    import inspect
+
+    require(arch in ARCHITECTURES, f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    params = inspect.signature(ARCHITECTURES[arch]).parameters
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    kw = dict(arch_kwargs or {})
+    if "channels" in params and convs:
+        kw["channels"] = convs
+    if "hidden" in params and linears:
+        kw["hidden"] = linears[:-1]
+    with torch.device("meta"):
+        try:
+            probe = build_model(arch, **kw)
+        except NettrimError:
+            probe = None
+    want = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    require(probe is not None and [(k, tuple(v.shape)) for k, v in probe.state_dict().items()] == want,
+            f"architecture {arch!r} cannot be rebuilt with this model's widths (conv channels "
+            f"{convs}, dense widths {linears}); it takes no {' or '.join(WIDTH_KEYWORDS)} for them")
+    return {k: v for k, v in kw.items() if k not in WIDTH_KEYWORDS or v != list(params[k].default)}
 
 
 def build_model(name: str, **kw) -> nn.Module:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..report.io import atomic_write
 from ..errors import NettrimError, require
-from .architectures import ARCHITECTURES, build_model
+from .architectures import ARCHITECTURES, build_model, widths_kwargs
 
 FORMAT = "nettrim-checkpoint/1"
 _KEYS = ("arch", "arch_kwargs", "state_dict", "meta")
@@ -47,14 +47,29 @@ def _plain(obj, where: str):
 def save_checkpoint(path, model: nn.Module, arch: str, arch_kwargs: dict | None = None,
                     meta: dict | None = None) -> Path:
     """Atomically write ``model``'s state with what rebuilds it: ``build_model(arch, **arch_kwargs)``
-    (checked before writing: a mismatch raises :class:`NettrimError`)."""
+    (checked before writing: a mismatch raises :class:`NettrimError`). A network narrower than
+    ``arch_kwargs`` say (structured pruning) is saved with its own widths added to them
+    (``widths_kwargs``) when the architecture takes them."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _check_state(build_model(arch, **(arch_kwargs or {})), state, arch, Path(path))
+    arch_kwargs = _with_widths(arch, dict(arch_kwargs or {}), model, state)
+    _check_state(build_model(arch, **arch_kwargs), state, arch, Path(path))
     payload = {"format": FORMAT, "arch": arch,
                "arch_kwargs": _plain(dict(arch_kwargs or {}), "arch_kwargs"),
                "state_dict": state,
                "meta": _plain(dict(meta or {}), "meta")}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _with_widths(arch: str, kwargs: dict, model: nn.Module, state: dict) -> dict:
+    """``kwargs``, or with the model's widths when only they differ from ``build_model``'s."""
+    with torch.device("meta"):
+        probe = build_model(arch, **kwargs).state_dict()
+    if [(k, tuple(v.shape)) for k, v in probe.items()] == [(k, tuple(v.shape)) for k, v in state.items()]:
+        return kwargs
+    try:
+        return widths_kwargs(arch, kwargs, model)
+    except NettrimError:
+        return kwargs  # _check_state names the mismatch
 
 
 def _read(path: Path) -> dict:

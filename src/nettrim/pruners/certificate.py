@@ -33,16 +33,20 @@ class Check:
         return self.measured <= self.limit
 
 
-def check_layer(job: LayerJob, weight: torch.Tensor, bias: torch.Tensor | None, claim: dict) -> Check:
+def check_layer(job: LayerJob, weight: torch.Tensor, bias: torch.Tensor | None, claim: dict,
+                Z: torch.Tensor | None = None) -> Check:
     """The layer's claim (``epsilon`` and ``info``: tolerance, hinge, slack_margin) measured for
-    the weights (weight, bias) on the job's inputs."""
+    the weights (weight, bias) on the job's inputs. ``Z``: the original pre-activation the
+    slack V is computed from (default: the job's original weights on its inputs; a layer cut
+    to fewer units passes the full-width layer's, restricted to the units it keeps)."""
     Zu = job.responses(weight, bias)[0].double()
     Y = job.Y.double()
     active = job.active
     name = job.spec.name
     V = None
     if job.spec.relu:
-        V = slack(job.responses(job.weight, job.bias)[0].double(), claim["info"].get("slack_margin"))
+        Z = job.responses(job.weight, job.bias)[0] if Z is None else Z
+        V = slack(Z.double(), claim["info"].get("slack_margin"))
     V = torch.zeros_like(Y) if V is None else V
     d = float(((Zu - Y) * active).norm())
     h = float((Zu - V).masked_fill(active, 0).clamp_min(0).norm()) if job.spec.relu else 0.0

@@ -45,6 +45,7 @@ from ..layer import ADMMSettings, trim_layer
 from ..layer.problem import split_budget
 from ..layer.result import INFEASIBLE
 from .base import LayerJob, LayerOutcome, PruningMethod, Target, method_options, slack
+from .structured import STRUCTURES
 
 
 @method_options
@@ -61,6 +62,14 @@ class NetTrim(PruningMethod):
             the layer's ReLU-aware fit; the certificate becomes the hinge ball.
         polish, hinge, relax_slack, margin, per_neuron, layer_epsilon: see ``NetTrimMethod``.
         settings: the ADMM settings. max_solves: solves of the eps search at a sparsity.
+        structure: "weights" (default): the l1 program, single weights removed. "units": the
+            group-l1 program, one group per input unit of each layer (a neuron of the layer
+            below, or an input channel of a Conv2d: all its kernel weights), the bias in no
+            group; a unit that no layer above reads is then removed from a plain chain, which
+            becomes a smaller dense network of the same classes, each layer's certificate
+            measured again on it (``nettrim.pruners.structured``, docs/structured.md). The
+            widths before and after are in ``report.settings["widths"]``. For the tolerance
+            control only (no sparsity or counts target).
 
     ``NetTrim.paper()`` is the papers' program: the l1 program alone, one ball per layer.
     """
@@ -78,6 +87,7 @@ class NetTrim(PruningMethod):
     layer_epsilon: dict | None = None
     settings: ADMMSettings = field(default_factory=ADMMSettings)
     max_solves: int = 8
+    structure: str = "weights"
     name: ClassVar[str] = "nettrim"
     needs_target: ClassVar[bool] = False
 
@@ -104,6 +114,8 @@ class NetTrim(PruningMethod):
             require(positive(value) and value > 0, f"layer_epsilon[{name!r}] must be a positive number, got {value!r}")
         require(isinstance(self.settings, ADMMSettings), f"settings must be an ADMMSettings, got {type(self.settings).__name__}")
         require(isinstance(self.max_solves, int) and self.max_solves >= 1, f"max_solves must be an integer >= 1, got {self.max_solves!r}")
+        require(isinstance(self.structure, str) and self.structure in STRUCTURES,
+                f"structure must be one of {', '.join(map(repr, STRUCTURES))}, got {self.structure!r}")
 
     @classmethod
     def paper(cls, epsilon: float = 0.05, gamma: float = 1.1, kappa: float = 1.0,
@@ -126,7 +138,10 @@ class NetTrim(PruningMethod):
                                  per_neuron=per_neuron, reweight=self.reweight, polish=self.polish,
                                  refit=self.refit, layer_epsilon=self.layer_epsilon,
                                  relax_slack=self.relax_slack, margin=self.margin, hinge=self.hinge,
-                                 settings=self.settings)
+                                 settings=self.settings, structure=self.structure)
+        require(self.structure == "weights",
+                f"structure={self.structure!r} applies to Net-Trim's tolerance control, not to a "
+                f"sparsity or counts target: drop sparsity/counts and set epsilon")
         require(self.margin is None and not self.layer_epsilon,
                 "margin and layer_epsilon apply to Net-Trim's tolerance control, not to a sparsity or counts target")
         from .nettrim_count import NetTrimAtSparsity
@@ -154,6 +169,25 @@ class NetTrimMethod:
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
     warm_starts: dict | None = None  # layer name -> (weight, bias) to start ADMM from
+    structure: str = "weights"  # "units": group l1 per input unit, then unread units removed
+    groups: dict | None = None  # layer name -> (N,) input unit of each feature (set by prepare)
+
+    def prepare(self, model, specs, example) -> None:
+        """Called by ``run_scheme`` before the first layer: with ``structure="units"``, the
+        groups of every layer (``structured.input_groups``)."""
+        if self.structure == "units":
+            from .structured import input_groups, plain_chain
+
+            self.groups = input_groups(model, specs, plain_chain(model, specs, example))
+
+    def finish(self, pruned, report, **run):
+        """Called by ``run_scheme`` at the end: with ``structure="units"``, the unread units
+        removed and the certificates measured again (``structured.finish_units``)."""
+        if self.structure != "units":
+            return pruned
+        from .structured import finish_units
+
+        return finish_units(pruned, report, **run)
 
     def tolerance(self, job: LayerJob) -> tuple[float, torch.Tensor | None, float]:
         """(absolute eps, V, gap) for this layer under the scheme; gap = ||(W^T Xhat - Y)_Omega||."""
@@ -203,7 +237,8 @@ class NetTrimMethod:
         res = trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, bias=job.bias is not None,
                          per_neuron=per, settings=self.settings, warm_start=warm,
                          reweight=self.reweight, polish=self.polish, refit=self.refit, hinge=self.hinge,
-                         progress=self.progress)
+                         progress=self.progress,
+                         groups=self._groups(job))
         if res.status == INFEASIBLE:
             raise NettrimError(self._infeasible(job, ball, res))
         info = {"gap": gap, "slack_margin": self.slack_margin(job),
@@ -215,6 +250,16 @@ class NetTrimMethod:
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
                             status=res.status, iterations=res.iterations, epsilon=res.epsilon,
                             certified=res.within, info=info)
+
+    def _groups(self, job: LayerJob) -> torch.Tensor | None:
+        """The layer's groups with ``structure="units"`` (from ``prepare``, else the layer's own
+        input channels or features), None for the l1 program."""
+        if self.structure != "units":
+            return None
+        from .structured import layer_groups
+
+        groups = (self.groups or {}).get(job.spec.name)
+        return layer_groups(job) if groups is None else groups
 
     def _infeasible(self, job: LayerJob, ball, res) -> str:
         """The one-line error for a logits layer whose least-squares fit misses its ball(s)."""
