@@ -7,6 +7,7 @@ budget; ``verify`` exits with 1 when a certified claim does not hold.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reweight", type=int, default=None, help="rounds of reweighted l1 (default 2)")
     p.add_argument("--paper", action="store_true",
                    help="the papers' program: l1 alone, no reweighting, no refit")
+    p.add_argument("--structure", default=None, choices=["weights", "units"],
+                   help="units: remove whole neurons and channels (group l1, then a smaller dense "
+                        "network; docs/structured.md); default weights")
     p.add_argument("--samples", type=int, default=2000, help="calibration images (default 2000)")
     p.add_argument("--max-rows", type=int, default=None,
                    help="patch rows sampled per Conv2d layer (default max(5000, 30 N'))")
@@ -47,10 +51,11 @@ def _method(args):
 
     numbers = {k: v for k, v in (("epsilon", args.epsilon), ("gamma", args.gamma),
                                  ("kappa", args.kappa)) if v is not None}
+    structure = {} if args.structure is None else {"structure": args.structure}
     if args.paper:
         require(args.reweight is None, "--paper has no reweighting: drop --reweight")
-        return NetTrim.paper(**numbers)
-    return NetTrim(**numbers, **({} if args.reweight is None else {"reweight": args.reweight}))
+        return dataclasses.replace(NetTrim.paper(**numbers), **structure)
+    return NetTrim(**numbers, **({} if args.reweight is None else {"reweight": args.reweight}), **structure)
 
 
 def build_parser() -> argparse.ArgumentParser:
