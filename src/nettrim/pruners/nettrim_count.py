@@ -3,16 +3,17 @@
 1. Support. The relative eps of the layer's program (V and the reweighting as in the
    tolerance path, ``NetTrimMethod``) is searched until a solve keeps between k and
    (1 + ``overshoot``) k non-zeros: log-log interpolation between the nearest solves either
-   side of k, doubling or halving eps until both sides are known, each solve warm-started
-   from the previous one, at most ``max_solves`` solves. The count moves in jumps as eps
+   side of k, a power-law step until both sides are known, each solve warm-started from the
+   previous one, at most ``max_solves`` solves. The count moves in jumps as eps
    moves, so the search cannot be asked to land on k itself.
 2. Count. The solve nearest k from above is cut to exactly k, its smallest |u| removed.
 3. Values. The kept weights are refit on that support (``nettrim.layer.refit``, the layer's
    ReLU-aware least squares) and the constraints of the chosen solve's eps are measured on
    the result: the layer is certified when they hold, else its status says ``thresholded``.
 
-When even the smallest eps tried keeps fewer than k non-zeros, that solve is returned as it is
-(fewer than k, status ``target_missed``).
+When every solve keeps fewer than k non-zeros (a dense target the search did not reach), the
+densest one's support is filled up to k with the largest original weights outside it, then
+refit and measured the same way.
 """
 from __future__ import annotations
 
@@ -58,12 +59,10 @@ class NetTrimAtSparsity(Target):
                 break
             g = _next_eps(tried, k)
         above = [t for t in tried if t[1] >= k]
-        if not above:
-            g, nnz, res = max(tried, key=lambda t: t[1])
-            return self._outcome(job, g * norm, res.weight, res.bias, Status.TARGET_MISSED, len(tried), nnz)
-        g, nnz, res = min(above, key=lambda t: t[1])
+        g, nnz, res = min(above, key=lambda t: t[1]) if above else max(tried, key=lambda t: t[1])
         cast = lambda t: None if t is None else t.to(job.weight)
-        w, b = threshold_layer(cast(res.weight), cast(res.bias), k)
+        w, b = cast(res.weight), cast(res.bias)
+        w, b = threshold_layer(w, b, k) if above else _fill(w, b, job, k)
         w, b = _refit(job, w, b, V)
         return self._outcome(job, g * norm, w, b, Status.SOLVED, len(tried), nnz)
 
@@ -76,6 +75,18 @@ class NetTrimAtSparsity(Target):
         if status == Status.SOLVED and not certified:
             status = Status.THRESHOLDED
         return LayerOutcome(w, b, status=status, epsilon=eps, certified=certified, info=info)
+
+
+def _fill(w: torch.Tensor, b: torch.Tensor | None, job: LayerJob, k: int):
+    """(w, b) with its support grown to k entries: the largest |original weight| outside it."""
+    flat = torch.cat([w.reshape(-1), b.reshape(-1)]) if b is not None else w.reshape(-1)
+    orig = torch.cat([job.weight.reshape(-1), job.bias.reshape(-1)]) if b is not None else job.weight.reshape(-1)
+    add = k - int((flat != 0).sum())
+    score = orig.abs().masked_fill(flat != 0, -1.0)
+    idx = torch.topk(score, add).indices
+    flat = flat.clone()
+    flat[idx] = orig[idx]
+    return flat[:w.numel()].reshape(w.shape), (flat[w.numel():] if b is not None else None)
 
 
 def _refit(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None, V: torch.Tensor | None):
@@ -93,13 +104,13 @@ def _refit(job: LayerJob, w: torch.Tensor, b: torch.Tensor | None, V: torch.Tens
 
 def _next_eps(tried, k: int) -> float:
     """Next relative eps: log-log interpolation toward 1.05 k between the nearest solves either
-    side of k, else a factor of 2 toward it."""
+    side of k; with one side only, a power-law step from the solve nearest k (the count taken
+    to fall like 1 / eps, the step clamped to a factor of 8)."""
     over = [t for t in tried if t[1] > k]   # too many non-zeros: eps too small
     under = [t for t in tried if t[1] < k]  # too few: eps too large
-    if not under:
-        return 2 * max(t[0] for t in over)
-    if not over:
-        return min(t[0] for t in under) / 2
+    if not under or not over:
+        g, n, _ = min(tried, key=lambda t: abs(math.log(max(t[1], 1) / k)))
+        return g * min(max(max(n, 1) / (1.05 * k), 1 / 8), 8)
     (g0, n0, _), (g1, n1, _) = max(over, key=lambda t: t[0]), min(under, key=lambda t: t[0])
     if n1 <= 0:
         return math.sqrt(g0 * g1)
