@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_prune_options(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--restart", action="store_true",
+                   help="discard an unfinished run kept in OUT/.nettrim-run instead of resuming it")
 
     p = sub.add_parser("verify", help="recompute a pruned checkpoint's certificate on its calibration data")
     p.add_argument("checkpoint", type=Path)
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small preset for CI-sized checks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
+    p.add_argument("--restart", action="store_true",
+                   help="discard an unfinished run kept in OUT/.nettrim-run instead of resuming it")
 
     p = sub.add_parser("experiment", help="the experiments that check the theory")
     p.add_argument("name", help="sample-complexity, bounds, cascade-vs-parallel, depth, "
@@ -181,6 +185,7 @@ def _prune(args, progress: bool) -> int:
     """``nettrim prune``: at a tolerance, or the sparsest model within --max-drop points; exit 3
     (nothing written) when no tolerance keeps the model within the budget."""
     from ..models import load_checkpoint
+    from ..pruners.resume import RunStore
     from . import workflows as wf
 
     model, info = load_checkpoint(args.checkpoint)
@@ -195,19 +200,21 @@ def _prune(args, progress: bool) -> int:
             print(f"note: {args.checkpoint} records no held-out split; the {size} validation images "
                   "come from its training split and may have been seen in training")
     calibration = wf.Calibration(args.dataset, args.samples, args.seed, size, seed, args.data_dir)
-    out = wf.prune_model(model, calibration, method=_method(args), mode=args.mode,
-                         max_drop=args.max_drop, finetune_epochs=args.finetune_epochs,
-                         finetune_lr=args.finetune_lr, progress=progress,
-                         capture=None if args.max_rows is None else {"max_rows": args.max_rows})
-    if "result" not in out:
-        print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['epsilon']:.4g} "
-              f"loses more than {args.max_drop} points of validation accuracy; nothing written",
-              file=sys.stderr)
-        return 3
-    wf.print_summary(out["summary"], out["result"])
-    stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
-    paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    # finished layers and trials are kept in OUT/.nettrim-run until the outputs are written
+    with RunStore.in_output(args.out, restart=args.restart) as store:
+        out = wf.prune_model(model, calibration, method=_method(args), mode=args.mode,
+                             max_drop=args.max_drop, finetune_epochs=args.finetune_epochs,
+                             finetune_lr=args.finetune_lr, progress=progress, store=store,
+                             capture=None if args.max_rows is None else {"max_rows": args.max_rows})
+        if "result" not in out:
+            print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['epsilon']:.4g} "
+                  f"loses more than {args.max_drop} points of validation accuracy; nothing written",
+                  file=sys.stderr)
+            return 3
+        wf.print_summary(out["summary"], out["result"])
+        stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
+        paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -221,6 +228,7 @@ def _parse_floats(text: str, what: str) -> list[float]:
 def _compare(args, progress: bool) -> None:
     from ..experiments import compare as cmp
     from ..models import load_checkpoint
+    from ..pruners.resume import RunStore
     from . import workflows as wf
 
     preset = cmp.QUICK if args.quick else cmp.FULL
@@ -242,14 +250,15 @@ def _compare(args, progress: bool) -> None:
 
         specs = trace_layers(model, torch.zeros(2, *DATASETS[args.dataset].shape))
         layers = [s.name for s in specs[:-1]]
-    result = cmp.compare(model, args.dataset, methods, sparsities, epsilons=epsilons,
-                         samples=args.samples or preset["samples"],
-                         retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
-                         mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
-                         retrain_subset=preset["retrain_subset"], retrain_lr=args.retrain_lr,
-                         options=preset.get("options") or {},
-                         progress=progress)
-    paths = cmp.write(result, args.out)
+    with RunStore.in_output(args.out, restart=args.restart) as store:  # finished cells kept there
+        result = cmp.compare(model, args.dataset, methods, sparsities, epsilons=epsilons,
+                             samples=args.samples or preset["samples"],
+                             retrain_epochs=preset["retrain_epochs"] if args.retrain_epochs is None else args.retrain_epochs,
+                             mode=args.mode, layers=layers, seed=args.seed, data_dir=args.data_dir,
+                             retrain_subset=preset["retrain_subset"], retrain_lr=args.retrain_lr,
+                             options=preset.get("options") or {},
+                             progress=progress, store=store)
+        paths = cmp.write(result, args.out)
     print(cmp.table(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 

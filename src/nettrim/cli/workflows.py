@@ -14,6 +14,7 @@ from ..data import DATASETS, load_dataset, subset, validation_split
 from ..errors import NettrimError, require
 from ..models import build_model, count_nonzero, evaluate, finetune, load_checkpoint, save_checkpoint, train
 from ..pruners import NetTrim, prune, shrink
+from ..pruners.resume import run_key
 from ..report import layer_table, write_json_atomic
 from ..report.plots import plot_nonzeros
 from ..status import Status
@@ -133,26 +134,38 @@ def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=Non
 
 def prune_model(model, calibration: Calibration, *, method: NetTrim | None = None,
                 mode: str = "cascade", max_drop: float | None = None, finetune_epochs=0,
-                finetune_lr=1e-3, capture=None, progress=True, log=print) -> dict:
+                finetune_lr=1e-3, capture=None, progress=True, log=print, store=None) -> dict:
     """Prune ``model`` on the calibration draw: at the method's tolerance, or, with
     ``max_drop`` (points), the sparsest model within that validation budget (``shrink``). The
     test split is evaluated once, for the model returned. Returns {"result", "summary"[,
-    "finetuned"]}; with an unreachable budget, {"summary"} alone (status budget_unreachable)."""
+    "finetuned"]}; with an unreachable budget, {"summary"} alone (status budget_unreachable).
+
+    ``store``: an unopened ``RunStore``; it is opened with this run's key (the arguments and the
+    hashes of the model and the data) and keeps every finished layer and trial."""
     xs, val = calibration.draw()
     t0 = time.perf_counter()
     summary = {"dataset": calibration.dataset, "calibration": calibration.record(xs)}
+    if store is not None:
+        store.open(run_key(command="prune", model=model, calibration=summary["calibration"],
+                           validation=val if max_drop is not None else None, method=method,
+                           mode=mode, max_drop=max_drop, capture=capture,
+                           finetune=[finetune_epochs, finetune_lr]))
     if max_drop is None:
-        result = prune(model, xs, method=method, mode=mode, capture=capture, progress=progress)
+        result = prune(model, xs, method=method, mode=mode, capture=capture, progress=progress,
+                       store=store)
     else:
         require(val is not None, "--max-drop needs a validation split: --validation-size > 0")
         found = shrink(model, xs, val, max_drop / 100, method, mode, capture=capture,
-                       progress=progress, log=log)
+                       progress=progress, log=log, store=store)
         summary["search"] = found.to_dict()
         summary["search"].pop("report")
         if found.status == Status.BUDGET_UNREACHABLE:
             return {"summary": summary}
         result = found
     summary["prune_seconds"] = time.perf_counter() - t0
+    if result.report.resumed:
+        log(f"resumed {len(result.report.resumed)} finished layer(s) from {store.root}: "
+            f"{', '.join(result.report.resumed)}")
     x, y = load_dataset(calibration.dataset, "train", calibration.data_dir)
     xt, yt = load_dataset(calibration.dataset, "test", calibration.data_dir)
     summary.update(test_accuracy_before=evaluate(model, xt, yt),

@@ -18,6 +18,7 @@ from ..errors import require  # noqa: E402
 from ..models import evaluate, finetune  # noqa: E402
 from ..layer import ADMMSettings  # noqa: E402
 from ..pruners import METHODS, prune  # noqa: E402
+from ..pruners.resume import cached_record, digest, run_key  # noqa: E402
 from ..report.io import save_figure_atomic, write_json_atomic  # noqa: E402
 
 # CI-sized: few samples, two sparsities, and Net-Trim's eps search with at most 4 solves of at
@@ -30,7 +31,7 @@ FULL = dict(samples=2000, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95), retrain_epochs=
 
 
 def run_cell(model, method, target, xs, data, *, mode, layers, retrain_epochs, seed, options,
-             retrain_lr=1e-3):
+             retrain_lr=1e-3, store=None):
     """One cell: prune to ``target``, evaluate, retrain with masks, evaluate.
 
     ``target`` is ``{"sparsity": s}`` (every pruned layer to a fraction s of zeros),
@@ -44,7 +45,7 @@ def run_cell(model, method, target, xs, data, *, mode, layers, retrain_epochs, s
     numbers = {k: v for k, v in target.items() if k != "epsilon"}
     t0 = time.perf_counter()
     res = prune(model, xs, method=METHODS[method](**opts), mode=mode, layers=layers,
-                progress=False, **numbers)
+                progress=False, store=store, **numbers)
     prune_s = time.perf_counter() - t0
     rep = res.report
     cell = {"method": method, "target_sparsity": target.get("sparsity"),
@@ -87,13 +88,17 @@ def run_matched(run, methods, epsilons, progress=True) -> list[dict]:
 
 def compare(model, dataset, methods, sparsities=None, *, epsilons=None, samples=2000,
             retrain_epochs=1, mode="cascade", layers=None, seed=0, data_dir=None,
-            retrain_subset=None, options=None, retrain_lr=1e-3, progress=True) -> dict:
+            retrain_subset=None, options=None, retrain_lr=1e-3, progress=True, store=None) -> dict:
     """The grid of cells; ``model`` is left untouched. Each method is its registry default
     (``nettrim.NetTrim()`` is the best configuration known) with ``options[name]`` applied.
 
     With ``sparsities``, every method prunes every chosen layer to each sparsity. With
     ``epsilons`` instead, Net-Trim prunes at each relative eps and the other methods at its
     per-layer counts (same size layer by layer, the Net-Trim papers' protocol).
+
+    ``store``: an unopened ``nettrim.pruners.resume.RunStore``, opened with this grid's key
+    (its arguments and the hashes of the model and the data): every finished cell and layer
+    is kept there, and a grid interrupted and run again skips them (``resumed_cells``).
     """
     for m in methods:
         require(m in METHODS, f"unknown method {m!r}; choose from {', '.join(METHODS)}")
@@ -110,11 +115,19 @@ def compare(model, dataset, methods, sparsities=None, *, epsilons=None, samples=
         x, y = subset(x, y, min(retrain_subset, len(x)), seed=seed)
     xs, _ = subset(x, y, min(samples, len(x)), seed=seed)
     options = options or {}
+    scope, resumed = None, []
+    if store is not None:
+        key = run_key(command="compare", model=model, dataset=dataset, data=(xs, x, y, xt, yt),
+                      methods=methods, sparsities=sparsities, epsilons=epsilons, samples=samples,
+                      retrain_epochs=retrain_epochs, mode=mode, layers=layers, seed=seed,
+                      retrain_subset=retrain_subset, options=options, retrain_lr=retrain_lr)
+        scope = store.open(key).scope("compare", digest(key))
 
     def run(method, target):
-        return run_cell(model, method, target, xs, (x, y, xt, yt), mode=mode, layers=layers,
-                        retrain_epochs=retrain_epochs, seed=seed, options=options,
-                        retrain_lr=retrain_lr)
+        return cached_record(scope, f"cell-{digest(method, target)[:20]}", resumed, lambda: run_cell(
+            model, method, target, xs, (x, y, xt, yt), mode=mode, layers=layers,
+            retrain_epochs=retrain_epochs, seed=seed, options=options, retrain_lr=retrain_lr,
+            store=store))
 
     if epsilons is not None:
         cells = run_matched(run, methods, epsilons, progress)
@@ -125,7 +138,8 @@ def compare(model, dataset, methods, sparsities=None, *, epsilons=None, samples=
             "dense_accuracy": evaluate(model, xt, yt), "retrain_epochs": retrain_epochs,
             "retrain_lr": retrain_lr, "options": {m: options.get(m, {}) for m in methods},
             "matched_to": "nettrim" if epsilons is not None else None,
-            "epsilons": None if epsilons is None else list(epsilons), "cells": cells}
+            "epsilons": None if epsilons is None else list(epsilons), "cells": cells,
+            "resumed_cells": len(resumed)}
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -29,6 +29,7 @@ def prune(
     cleanup: bool = False,
     progress: bool = True,
     capture: dict | None = None,
+    store=None,
     **options,
 ) -> PruneResult:
     """Prune a trained ReLU network; returns ``.model`` (a pruned deep copy) and ``.report``.
@@ -57,6 +58,8 @@ def prune(
         capture: capture options, e.g. ``{"max_rows": 20000, "seed": 0}`` for the patch rows
             sampled from each Conv2d layer (default ``max_rows="auto"``: max(5000, 30 N') rows,
             within 2 GiB; see ``nettrim.capture.conv``). Each layer reports the rows it used.
+        store: a ``nettrim.pruners.resume.RunStore``: finished layers are kept there and an
+            interrupted run resumes after its last finished layer (bit-identical result).
 
     Any other keyword is an error: options live on the method object.
     """
@@ -79,7 +82,8 @@ def prune(
                   samples=int(inputs.shape[0]), capture=dict(capture or {}))
     return run_scheme(model, inputs, method.layer_method(mode, target), mode=mode,
                       method_name=method.name, settings=record, batch_size=batch_size,
-                      cleanup=cleanup, progress=progress, layers=layers, capture=capture)
+                      cleanup=cleanup, progress=progress, layers=layers, capture=capture,
+                      store=store)
 
 
 def validate_inputs(model, inputs, mode) -> None:

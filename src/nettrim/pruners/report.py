@@ -58,6 +58,7 @@ class PruneReport:
     output_norm: float
     bound: float | None  # Theorem 1 (recursive) or Theorem 2 bound on output_error, when defined
     skipped: list[str] = field(default_factory=list)  # prunable layers left as they were
+    resumed: list[str] = field(default_factory=list)  # layers loaded from an earlier run's store
 
     @property
     def uncertified(self) -> list[str]:

@@ -35,6 +35,7 @@ from ..models import predict
 from ..status import Status
 from .api import validate_inputs
 from .network import PruneResult, run_scheme
+from . import resume
 from .nettrim import NetTrim
 from .report import PruneReport
 
@@ -50,6 +51,7 @@ class Trial:
     within_budget: bool
     certified: bool  # every layer certified (the report's network bound is given)
     seconds: float
+    resumed: bool = False  # taken from an earlier, interrupted run's store
 
 
 @dataclass
@@ -83,7 +85,7 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
            max_drop: float = 0.005, method: NetTrim | None = None, mode: str = "cascade", *,
            max_trials: int = 5, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
            resolution: float = 1.25, batch_size: int = 1024, capture: dict | None = None,
-           progress: bool = True, log=None) -> ShrinkResult:
+           progress: bool = True, log=None, store=None) -> ShrinkResult:
     """The sparsest Net-Trim model whose validation accuracy is within ``max_drop`` of the
     original's (module docstring for the search).
 
@@ -94,6 +96,8 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
         method: a ``NetTrim`` object (default ``NetTrim()``); its eps is where the search starts.
         mode: "cascade" or "parallel".
         log: called with one line per trial (the CLI prints them).
+        store: a ``nettrim.pruners.resume.RunStore`` keeping every finished layer and trial,
+            so that an interrupted search resumes where it stopped (same answer, same bits).
     """
     method = NetTrim() if method is None else method
     _validate(model, inputs, validation, max_drop, method, mode, max_trials)
@@ -105,6 +109,8 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
     solutions: dict[float, dict] = {}  # eps -> layer name -> (weight, bias)
     trials: list[Trial] = []
     results: dict[float, PruneResult] = {}
+    scope = resume.search_scope(store, model, inputs, validation, max_drop, method, mode,
+                                max_trials, min_epsilon, max_epsilon, resolution, batch_size, capture)
 
     def run(eps: float) -> Trial:
         t0 = time.perf_counter()
@@ -114,21 +120,25 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
                          settings=dict(method=replace(method, epsilon=eps).record(),
                                        samples=int(inputs.shape[0]), capture=dict(capture or {})),
                          batch_size=batch_size, progress=progress, capture=capture,
-                         originals=originals)
+                         originals=originals, store=store)
         solutions[eps] = {r.name: adapter_for(res.model.get_submodule(r.name), r.name).get()
                           for r in res.report.layers}
-        correct = _correct(res.model, x_val, y_val, batch_size)
-        n = len(y_val)
-        trial = Trial(epsilon=eps, kept=1 - res.report.sparsity,
-                      validation_accuracy=100 * correct / n, drop=100 * (base_correct - correct) / n,
-                      within_budget=base_correct - correct <= allowed,
-                      certified=not res.report.uncertified, seconds=time.perf_counter() - t0)
+        trial = resume.load_trial(scope, len(trials), eps, Trial)
+        if trial is None:
+            correct = _correct(res.model, x_val, y_val, batch_size)
+            n = len(y_val)
+            trial = Trial(epsilon=eps, kept=1 - res.report.sparsity,
+                          validation_accuracy=100 * correct / n, drop=100 * (base_correct - correct) / n,
+                          within_budget=base_correct - correct <= allowed,
+                          certified=not res.report.uncertified, seconds=time.perf_counter() - t0)
+            resume.save_trial(scope, len(trials), trial)
         results[eps] = res
         trials.append(trial)
         if log is not None:
             log(f"trial {len(trials)}: eps {eps:.4g}, {100 * trial.kept:.2f} % kept, validation "
                 f"{trial.validation_accuracy:.2f} % ({-trial.drop:+.2f}), "
-                f"{'within' if trial.within_budget else 'over'} budget, {trial.seconds:.1f} s")
+                f"{'within' if trial.within_budget else 'over'} budget, {trial.seconds:.1f} s"
+                + (" (resumed)" if trial.resumed else ""))
         return trial
 
     _search(run, method.epsilon, max_trials, min_epsilon, max_epsilon, resolution, max_drop)
