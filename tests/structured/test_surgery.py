@@ -175,3 +175,12 @@ def test_magnitude_units_keep_the_largest_outgoing_norms():
     assert cut.kept["5"].tolist() == list(range(20))
     inc = magnitude_units(m, x, {"1": 10}, norm="incoming")
     assert inc.widths["after"] == [20, 10, 30, 5]
+
+
+def test_the_callers_model_is_left_as_it_was():
+    m = _teacher_mlp().train()
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    nettrim.prune(m, torch.randn(200, 20), method=nettrim.NetTrim(structure="units", epsilon=0.2),
+                  progress=False)
+    assert all(mod.training for mod in m.modules())
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())

@@ -97,12 +97,16 @@ def plain_chain(model: nn.Module, specs: list[LayerSpec], example: torch.Tensor)
     names = [leaves[k][0] for k in positions]
     if names != [s.name for s in specs]:
         return Chain("the prunable layers do not all run once, in module order")
-    shapes = []
-    with torch.no_grad():
-        x = example[:1]
-        for _, m in leaves:
-            x = m.eval()(x)
-            shapes.append(tuple(x.shape))
+    shapes, modes = [], [m.training for _, m in leaves]
+    try:
+        with torch.no_grad():
+            x = example[:1]
+            for _, m in leaves:
+                x = m.eval()(x)
+                shapes.append(tuple(x.shape))
+    finally:  # the caller's model keeps its modes
+        for (_, m), mode in zip(leaves, modes):
+            m.train(mode)
     chain = Chain(None, leaves, positions, [], [shapes[k] for k in positions])
     for i in range(len(positions) - 1):
         block, why = _pair(chain, i, shapes)
