@@ -133,9 +133,10 @@ def test_margin_bad_input(kwargs, message):
         NetTrim(**kwargs)
 
 
-def test_margin_with_a_sparsity_target_is_refused():
+def test_layer_epsilon_with_a_sparsity_target_is_refused():
     with pytest.raises(NettrimError, match="not to a sparsity or counts target"):
-        prune(small_net(), data(), method=NetTrim(margin=0.5), sparsity=0.5, progress=False)
+        prune(small_net(), data(), method=NetTrim(layer_epsilon={"2": 0.1}), sparsity=0.5,
+              progress=False)
 
 
 def test_nested_model_and_passthrough_modules():

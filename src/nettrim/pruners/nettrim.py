@@ -142,8 +142,8 @@ class NetTrim(PruningMethod):
         require(self.structure == "weights",
                 f"structure={self.structure!r} applies to Net-Trim's tolerance control, not to a "
                 f"sparsity or counts target: drop sparsity/counts and set epsilon")
-        require(self.margin is None and not self.layer_epsilon,
-                "margin and layer_epsilon apply to Net-Trim's tolerance control, not to a sparsity or counts target")
+        require(not self.layer_epsilon,
+                "layer_epsilon applies to Net-Trim's tolerance control, not to a sparsity or counts target")
         from .nettrim_count import NetTrimAtSparsity
 
         return NetTrimAtSparsity(sparsity=target.sparsity, counts=target.counts,
