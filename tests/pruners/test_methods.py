@@ -30,7 +30,7 @@ def inputs(seed=0, P=400):
 
 @pytest.mark.parametrize("method, options", [
     ("threshold", {}), ("lobs", {}), ("lobs", {"greedy": False}), ("dc", {}),
-    ("nettrim", {"settings": F64}), ("nettrim", {"settings": F64, "hinge": True}),
+    ("nettrim", {"settings": F64}), ("nettrim", {"settings": F64, "margin": None}),
 ])
 def test_each_method_reaches_the_requested_sparsity(method, options):
     from nettrim.pruners import METHODS

@@ -9,7 +9,6 @@ import torch
 
 from ..errors import NettrimError, require
 from .admm import ADMMSettings, Progress, solve_admm
-from .polish import polish_on_support
 from .refit import refit_on_support
 from .problem import LayerProblem, append_ones, constraints_hold, split_budget
 from .result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
@@ -27,10 +26,10 @@ def trim_layer(
     settings: ADMMSettings | None = None,
     warm_start: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     reweight: int = 0,
-    polish: bool = False,
     refit: bool = False,
     hinge: bool = False,
     support_only: bool = False,
+    solve_rows: int | None = None,
     progress: Progress | None = None,
     groups: torch.Tensor | None = None,
 ) -> LayerResult:
@@ -53,8 +52,6 @@ def trim_layer(
         warm_start: (weight (M, N), bias (M,) or None) to start from, e.g. the original layer.
         reweight: extra rounds of reweighted l1 (Candes, Wakin, Boyd 2008), each a convex
             Net-Trim program with weights 1 / (|U| + delta); sparser at the same epsilon.
-        polish: move each neuron toward the least-squares fit on its support while staying
-            feasible (see ``polish``): same sparsity, smaller discrepancy.
         hinge: solve the hinge program instead (``problem.py``): the inactive entries' excess
             ||(U^T X - V)_{Omega^c,+}|| shares the ball with the discrepancy, so
             sqrt(discrepancy^2 + hinge_residual^2) <= epsilon; Proposition 1 still holds for
@@ -62,6 +59,11 @@ def trim_layer(
         support_only: the caller uses only the support of the answer (its values are set
             afterwards): every solve stops at ``settings.support_rel_tol`` or once its support
             has settled. ``refit`` implies it.
+        solve_rows: with ``refit``, choose the support on at most this many rows of X (drawn
+            with a fixed seed; each ball scaled by the ratio of its target's norm on them to
+            its norm on all rows), then refit the values and measure the constraints on every
+            row. The ADMM iterations cost O(P N M); the refit and the measurement are cheap
+            in P, so a large calibration set is used where it decides the answer.
         progress: called as progress(iteration, neurons done, neurons total).
         groups: (N,) integer group of each input feature (column of X): the objective becomes
             the group l1 norm sum_g sqrt(|g|) ||U_g||_F over the rows of U in group g (all M
@@ -90,17 +92,18 @@ def trim_layer(
         if fit is not None:
             return _result(problem, fit, INFEASIBLE, 0, epsilon, settings, start)
     U0 = None if warm_start is None else _stack(warm_start, bias).to(dt)
-    U, out = _solve_on_live_features(problem, settings, U0, reweight, progress,
+    solved_on = _row_sample(problem, solve_rows) if refit and solve_rows else problem
+    U, out = _solve_on_live_features(solved_on, settings, U0, reweight, progress,
                                      loose_last=refit or support_only, groups=group_ids)
-    if polish:
-        U = polish_on_support(problem, U)
     if refit:
         measured = replace(problem, hinge=problem.relu)  # the refit is certified by the hinge ball
         refitted = refit_on_support(measured, U)
-        if not _within_hinge(measured, refitted, settings) and settings.support_rel_tol is not None:
-            # the loose supports did not certify: solve again at rel_tol throughout, refit again
-            U, out = _solve_on_live_features(problem, replace(settings, support_rel_tol=None), U0,
-                                             reweight, progress, groups=group_ids)
+        if not _within_hinge(measured, refitted, settings) and (
+                settings.support_rel_tol is not None or solved_on is not problem):
+            # the support did not certify (loose solves, or chosen on a sample of the rows):
+            # solve again on every row at rel_tol, from the refit values, and refit again
+            U, out = _solve_on_live_features(problem, replace(settings, support_rel_tol=None),
+                                             refitted, reweight, progress, groups=group_ids)
             refitted = refit_on_support(measured, U)
         problem, U = measured, refitted
     status = SOLVED if bool(out.converged.all()) else MAX_ITERATIONS
@@ -231,6 +234,24 @@ def _result(problem, U, status, iterations, epsilon, settings, start) -> LayerRe
         discrepancy=float(disc.norm()), epsilon=float(epsilon), max_violation=float(viol.max()),
         tolerance=tol, seconds=time.perf_counter() - start, nnz=nnz,
         per_neuron_discrepancy=disc.float(), hinge_residual=float(hinge.norm()), within=within)
+
+
+def _row_sample(problem: LayerProblem, rows: int) -> LayerProblem:
+    """``problem`` on ``rows`` of its samples (a seeded draw), each ball scaled by the ratio of
+    its target's norm (on Omega) on those rows to its norm on all of them."""
+    P = problem.A.shape[0]
+    if P <= rows:
+        return problem
+    pick = torch.randperm(P, generator=torch.Generator().manual_seed(0))[:rows].sort().values
+    pick = pick.to(problem.A.device)
+    target = problem.Y * problem.active
+    part = target[pick]
+    if problem.per_neuron:
+        ratio = part.norm(dim=0) / target.norm(dim=0).clamp_min(1e-30)
+    else:
+        ratio = (part.norm() / target.norm().clamp_min(1e-30)).reshape(1)
+    return replace(problem, A=problem.A[pick], Y=problem.Y[pick], V=problem.V[pick],
+                   eps=problem.eps * ratio.to(problem.eps.dtype))
 
 
 def _within_hinge(problem: LayerProblem, U, settings) -> bool:

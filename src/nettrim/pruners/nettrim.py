@@ -1,36 +1,31 @@
 """Net-Trim as a layer method: the tolerance of each scheme, then the convex solve.
 
-* parallel (Theorem 1): X and Y from the original network, V = 0, eps_l = epsilon ||Y_l||_F.
-* cascade (Theorem 2): X = Xhat from the pruned layers before, V = W_l^T Xhat, and
+* parallel (Theorem 1): X and Y from the original network, eps_l = epsilon ||Y_l||_F.
+* cascade (Theorem 2): X = Xhat from the pruned layers before, and
   eps_l^2 = gamma ||(W_l^T Xhat - Y_l)_Omega||_F^2 (the original W_l stays feasible); the
   first layer is solved as in parallel.
 * the logits layer's eps is multiplied by the risk factor kappa in (0, 1].
-* ``layer_epsilon`` (relative, per layer name): in parallel, and for the first layer, it
-  replaces ``epsilon``; for a later cascade layer it is a floor,
-  eps_l = max(sqrt(gamma) gap_l, layer_epsilon[l] ||Y_l||_F). The floor lets a layer whose
-  pruned input is almost exact still be pruned; the bound then follows the measured recursion
-  of ``bounds.cascade_bound_measured``.
-* ``relax_slack``: cascade V = relu(W_l^T Xhat) instead of W_l^T Xhat. A larger feasible set
-  (the original W_l is still feasible), and Theorem 2 still holds: off Omega,
-  relu(U^T Xhat) <= relu(V) = relu(W_l^T Xhat) is all its proof uses.
-* ``margin`` theta in [0, 1]: every ReLU layer's inactive entries are held below
-  V = relu(W_l^T X) + theta min(W_l^T X, 0) (X the layer's inputs, Xhat in cascade), i.e. below
-  theta times their original negative pre-activation, instead of the scheme's default V (0 in
-  parallel and for the first layer; W_l^T Xhat or, with ``relax_slack``, its ReLU in
-  cascade). theta = 1 keeps the original margin below zero, theta = 0 none; ``margin=1`` in
-  cascade is the paper's V = W_l^T Xhat, extended to the first layer. The original weights stay
-  feasible for every theta in [0, 1], and relu(V) is unchanged, so Proposition 1 and
-  Theorems 1-2 hold as before. Why: an inactive unit pushed only to just below zero on the
-  pruning images turns on for some unseen images; keeping its margin costs weights but, on
-  LeNet-300-100 at 95 % removed, buys test accuracy (see the README).
+* V, the bound on the inactive entries: the papers' program (``margin=None``) uses V = 0 in
+  parallel and for the first layer, V = W_l^T Xhat for later cascade layers. With ``margin``
+  theta in [0, 1] every ReLU layer, the first included, uses V = relu(W_l^T X) + theta
+  min(W_l^T X, 0) (X the layer's inputs, Xhat in cascade): an inactive entry stays below theta
+  times its original negative pre-activation. theta = 1 in cascade is the papers' V, extended
+  to the first layer. The original weights stay feasible for every theta, and relu(V) is the
+  scheme's, so Proposition 1 and Theorems 1-2 hold as before. Why: an inactive unit pushed
+  only to just below zero on the calibration images turns on for some unseen images; keeping
+  its margin costs weights but buys validation accuracy (docs/results.md#choosing-the-default).
 * ``per_neuron`` (True, or the names of the layers it applies to): one ball per neuron. In
   parallel and for the first layer eps_m = eps_l ||y_m|| / ||Y_l||_F; for a later cascade
-  layer the cascade rule neuron by neuron, eps_m = max(sqrt(gamma) gap_m, floor ||y_m||), so
-  the original weights stay feasible neuron by neuron (``NetTrimMethod.radii``).
-* ``hinge``: every ReLU layer solves the hinge program (``nettrim.layer.problem``): the
-  inactive entries' excess over V shares the eps ball instead of being forbidden. Sparser at
-  the same eps; Proposition 1 holds as before for parallel and the first layer, and later
-  cascade layers follow the hinge recursion of ``bounds.cascade_bound_measured``.
+  layer the cascade rule neuron by neuron, eps_m = sqrt(gamma) gap_m, so the original weights
+  stay feasible neuron by neuron (``NetTrimMethod.radii``).
+* ``layer_epsilon`` (relative, per layer name): in parallel, and for the first layer, it
+  replaces ``epsilon``; for a later cascade layer it is a floor,
+  eps_l = max(sqrt(gamma) gap_l, layer_epsilon[l] ||Y_l||_F), so that a layer whose pruned
+  input is almost exact can still be pruned (structured pruning needs it to remove units in
+  cascade); the bound then follows the measured recursion of ``bounds.cascade_bound_measured``.
+* ``refit``: the values refit on the support the l1 solves chose (``nettrim.layer.refit``);
+  each layer is then certified by the hinge ball, and later cascade layers follow the hinge
+  recursion of ``bounds.cascade_bound_measured``.
 """
 from __future__ import annotations
 
@@ -60,7 +55,12 @@ class NetTrim(PruningMethod):
         reweight: rounds of reweighted l1 after the first solve (sparser at the same eps).
         refit: refit the values on the chosen support (``nettrim.layer.refit``): same support,
             the layer's ReLU-aware fit; the certificate becomes the hinge ball.
-        polish, hinge, relax_slack, margin, per_neuron, layer_epsilon: see ``NetTrimMethod``.
+        margin: theta in [0, 1] of every ReLU layer's V (module docstring); None: the papers' V.
+        per_neuron: one ball per neuron, in every layer (True) or in the layers named.
+        layer_epsilon: relative eps per layer name (a floor for later cascade layers).
+        solve_rows: with ``refit``, each layer's support is chosen on at most this many of
+            its calibration rows (a seeded draw); the values are refit and the certificate
+            measured on all of them (``trim_layer(solve_rows=...)``). None: all rows.
         settings: the ADMM settings. max_solves: solves of the eps search at a sparsity.
         structure: "weights" (default): the l1 program, single weights removed. "units": the
             group-l1 program, one group per input unit of each layer (a neuron of the layer
@@ -71,20 +71,22 @@ class NetTrim(PruningMethod):
             widths before and after are in ``report.settings["widths"]``. For the tolerance
             control only (no sparsity or counts target).
 
-    ``NetTrim.paper()`` is the papers' program: the l1 program alone, one ball per layer.
+    The defaults are the configuration with the best frontier measured on three LeNet-300-100
+    networks, judged on their validation split (docs/results.md#choosing-the-default): two
+    rounds of reweighted l1, every ReLU layer keeping its inactive units' margins, the values
+    refit on the support. ``NetTrim.paper()`` is the papers' program: the l1 program alone, one
+    ball per layer, the schemes' V.
     """
 
-    epsilon: float = 0.2
+    epsilon: float = 0.4
     gamma: float = 1.1
     kappa: float = 1.0
     reweight: int = 2
     refit: bool = True
-    polish: bool = False
-    hinge: bool = False
-    relax_slack: bool = False
-    margin: float | None = None
+    margin: float | None = 1.0
     per_neuron: bool | tuple[str, ...] = False
     layer_epsilon: dict | None = None
+    solve_rows: int | None = None
     settings: ADMMSettings = field(default_factory=ADMMSettings)
     max_solves: int = 8
     structure: str = "weights"
@@ -99,12 +101,15 @@ class NetTrim(PruningMethod):
         require(positive(self.kappa) and 0 < self.kappa <= 1, f"kappa must lie in (0, 1], got {self.kappa!r}")
         require(isinstance(self.reweight, int) and not isinstance(self.reweight, bool) and self.reweight >= 0,
                 f"reweight must be an integer >= 0, got {self.reweight!r}")
-        for flag in ("refit", "polish", "hinge", "relax_slack"):
-            require(isinstance(getattr(self, flag), bool), f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        require(isinstance(self.refit, bool), f"refit must be True or False, got {self.refit!r}")
         if self.margin is not None:
             require(positive(self.margin) and 0 <= self.margin <= 1,
                     f"margin must lie in [0, 1] (a fraction of the original negative pre-activation), got {self.margin!r}")
-            require(not self.relax_slack, "relax_slack is margin=0 on the later cascade layers: pass one or the other")
+        if self.solve_rows is not None:
+            require(isinstance(self.solve_rows, int) and not isinstance(self.solve_rows, bool)
+                    and self.solve_rows >= 1, f"solve_rows must be an integer >= 1, got {self.solve_rows!r}")
+            require(self.refit, "solve_rows chooses the support on a sample of the rows and needs "
+                                "refit=True to set the values on all of them")
         if not isinstance(self.per_neuron, bool):
             names = self.per_neuron
             require(not isinstance(names, str) and all(isinstance(n, str) for n in names),
@@ -122,9 +127,8 @@ class NetTrim(PruningMethod):
               settings: ADMMSettings | None = None) -> "NetTrim":
         """The seeds' program exactly: min ||U||_1 within eps, V by the scheme, one ball per
         layer, no reweighting, no refit."""
-        return cls(epsilon=epsilon, gamma=gamma, kappa=kappa, reweight=0, refit=False, polish=False,
-                   hinge=False, relax_slack=False, margin=None, per_neuron=False, layer_epsilon=None,
-                   settings=settings or ADMMSettings())
+        return cls(epsilon=epsilon, gamma=gamma, kappa=kappa, reweight=0, refit=False, margin=None,
+                   per_neuron=False, layer_epsilon=None, settings=settings or ADMMSettings())
 
     def layer_names(self) -> set[str]:
         """The layer names the options refer to (checked against the model by ``prune``)."""
@@ -135,9 +139,9 @@ class NetTrim(PruningMethod):
         per_neuron = self.per_neuron if isinstance(self.per_neuron, bool) else frozenset(self.per_neuron)
         if target is None:
             return NetTrimMethod(mode=mode, epsilon=self.epsilon, gamma=self.gamma, kappa=self.kappa,
-                                 per_neuron=per_neuron, reweight=self.reweight, polish=self.polish,
-                                 refit=self.refit, layer_epsilon=self.layer_epsilon,
-                                 relax_slack=self.relax_slack, margin=self.margin, hinge=self.hinge,
+                                 per_neuron=per_neuron, reweight=self.reweight, refit=self.refit,
+                                 margin=self.margin, layer_epsilon=self.layer_epsilon,
+                                 solve_rows=self.solve_rows,
                                  settings=self.settings, structure=self.structure)
         require(self.structure == "weights",
                 f"structure={self.structure!r} applies to Net-Trim's tolerance control, not to a "
@@ -160,12 +164,10 @@ class NetTrimMethod:
     kappa: float = 1.0
     per_neuron: bool | frozenset[str] = False  # True: every layer; names: those layers
     reweight: int = 0
-    polish: bool = False
-    layer_epsilon: dict[str, float] | None = None
-    relax_slack: bool = False
     margin: float | None = None
-    hinge: bool = False
+    layer_epsilon: dict[str, float] | None = None
     refit: bool = False
+    solve_rows: int | None = None
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
     warm_starts: dict | None = None  # layer name -> (weight, bias) to start ADMM from
@@ -196,9 +198,8 @@ class NetTrimMethod:
         gap = float(((job.Z - job.Y) * job.active).norm())
         if self.mode == "parallel" or job.first:
             eps = (self.epsilon if own is None else own) * target
-        else:
-            eps = max(math.sqrt(self.gamma) * gap, 0.0 if own is None else own * target)
-            eps = max(eps, 1e-6 * target)  # pruned input identical to the original: keep eps > 0
+        else:  # a floor, if any; a pruned input identical to the original still gets eps > 0
+            eps = max(math.sqrt(self.gamma) * gap, (own or 0.0) * target, 1e-6 * target)
         if job.last:
             eps *= self.kappa
         return eps, slack(job.Z, self.slack_margin(job)), gap
@@ -211,14 +212,13 @@ class NetTrimMethod:
             return self.margin
         if self.mode == "parallel" or job.first:
             return None
-        return 0.0 if self.relax_slack else 1.0
+        return 1.0
 
     def radii(self, job: LayerJob) -> torch.Tensor:
         """Per-neuron radii (M,) for a later cascade layer split per neuron: the cascade rule
         neuron by neuron, eps_m = kappa max(sqrt(gamma) gap_m, layer_epsilon[l] ||y_m||_Omega),
         so that the original W_l stays feasible for every neuron (a split in proportion to
-        ||y_m|| would not). Their root sum of squares is the layer's cascade eps without a
-        floor, and at least it with one; it is the eps the report and the bounds use."""
+        ||y_m|| would not). Their root sum of squares is the eps the report and bounds use."""
         Y, active = job.Y.double(), job.active
         own = (self.layer_epsilon or {}).get(job.spec.name) or 0.0
         gaps = ((job.Z.double() - Y) * active).norm(dim=0)
@@ -236,14 +236,14 @@ class NetTrimMethod:
         warm = (self.warm_starts or {}).get(job.spec.name, warm)
         res = trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, bias=job.bias is not None,
                          per_neuron=per, settings=self.settings, warm_start=warm,
-                         reweight=self.reweight, polish=self.polish, refit=self.refit, hinge=self.hinge,
+                         reweight=self.reweight, refit=self.refit, solve_rows=self.solve_rows,
                          progress=self.progress,
                          groups=self._groups(job))
         if res.status == INFEASIBLE:
             raise NettrimError(self._infeasible(job, ball, res))
         info = {"gap": gap, "slack_margin": self.slack_margin(job),
                 "solver_discrepancy": res.discrepancy, "max_violation": res.max_violation,
-                "hinge": (self.hinge or self.refit) and job.spec.relu, "hinge_residual": res.hinge_residual,
+                "hinge": self.refit and job.spec.relu, "hinge_residual": res.hinge_residual,
                 "tolerance": res.tolerance, "solver_seconds": res.seconds,
                 "primal_residual": res.primal_residual, "dual_residual": res.dual_residual,
                 "rho": res.rho}
