@@ -184,3 +184,19 @@ def test_the_callers_model_is_left_as_it_was():
                   progress=False)
     assert all(mod.training for mod in m.modules())
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())
+
+
+def test_the_accuracy_budget_search_runs_with_units():
+    """``shrink`` warm-starts each trial from the nearest earlier one, which is narrower with
+    structure="units": that start is skipped, not an error."""
+    from nettrim.pruners.shrink import shrink
+
+    m = _teacher_mlp()
+    x, xv = torch.randn(300, 20), torch.randn(300, 20)
+    with torch.no_grad():
+        yv = m(xv).argmax(1)
+    found = shrink(m, x, (xv, yv), 0.05, nettrim.NetTrim(structure="units", layer_epsilon={"5": 0.1}),
+                   max_trials=3, progress=False)
+    assert len(found.search) >= 2 and all(t.certified for t in found.search)
+    if found.report is not None:
+        assert found.report.settings["widths"]["after"][1] <= 40

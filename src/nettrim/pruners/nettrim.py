@@ -233,7 +233,9 @@ class NetTrimMethod:
         # cascade layers after the first: the original weights are feasible and a good start
         # (measured: 3x fewer ADMM iterations); elsewhere the ridge solution starts better
         warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
-        warm = (self.warm_starts or {}).get(job.spec.name, warm)
+        given = (self.warm_starts or {}).get(job.spec.name)
+        if given is not None and tuple(given[0].shape) == tuple(job.weight.shape):
+            warm = given  # (a narrower solution of structure="units" cannot start this layer)
         res = trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, bias=job.bias is not None,
                          per_neuron=per, settings=self.settings, warm_start=warm,
                          reweight=self.reweight, refit=self.refit, solve_rows=self.solve_rows,
