@@ -77,7 +77,10 @@ def data():
 
 
 def method(names: list[str], eps: tuple) -> nettrim.NetTrim:
-    return nettrim.NetTrim(structure="units", epsilon=eps[0], layer_epsilon=dict(zip(names[1:], eps[1:])))
+    """The options of the committed run, pinned (two reweighting rounds, values refit, the
+    papers' slack V: margin None), whatever NetTrim's defaults become."""
+    return nettrim.NetTrim(structure="units", epsilon=eps[0], layer_epsilon=dict(zip(names[1:], eps[1:])),
+                           reweight=2, refit=True, margin=None)
 
 
 def tuned(model: nn.Module, train) -> nn.Module:
