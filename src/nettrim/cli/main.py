@@ -58,8 +58,15 @@ def _method(args):
     return NetTrim(**numbers, **({} if args.reweight is None else {"reweight": args.reweight}), **structure)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: ``error: ...`` on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nettrim", description="Net-Trim: convex pruning of trained networks")
+    parser = _Parser(prog="nettrim", description="Net-Trim: convex pruning of trained networks")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -194,6 +201,7 @@ def _prune(args, progress: bool) -> int:
         require(args.validation_size >= 1, f"--validation-size must be >= 1, got {args.validation_size}")
         size = args.validation_size
     require(args.samples >= 1, f"--samples must be >= 1, got {args.samples}")
+    require(args.max_rows is None or args.max_rows >= 1, f"--max-rows must be >= 1, got {args.max_rows}")
     if args.max_drop is not None:
         require(0 <= args.max_drop < 100, f"--max-drop must lie in [0, 100) points, got {args.max_drop}")
         if "validation" not in info["meta"]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import pickle
 import sys
 from functools import lru_cache
@@ -68,10 +69,64 @@ def read_idx_dataset(root: Path, split: str, title: str, hint: str) -> tuple[np.
     return images[:, None], labels
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """A pickle reader that builds only what the CIFAR-10 'python version' batches hold: a dict
+    of bytes keys, lists of ints and bytes, and one uint8 numpy array. The batches are Python
+    2 cPickle protocol-2 streams (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``,
+    ``numpy.dtype``); a re-save under Python 3 adds ``_codecs.encode`` (bytes as latin-1
+    text). Any other global is refused before anything is called, so a payload (an object
+    whose ``__reduce__`` runs code) never runs; the callables allowed are wrapped to accept
+    only their harmless uses (an empty plain ndarray, a dtype without Python objects,
+    latin-1 text)."""
+
+    def find_class(self, module: str, name: str):
+        allowed = _CIFAR_GLOBALS.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a CIFAR-10 batch")
+        return allowed
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not allowed in a CIFAR-10 batch")
+
+
+def _safe_reconstruct(cls, shape, dtype):
+    """``numpy.core.multiarray._reconstruct`` for a plain, empty ndarray (its data comes in
+    ``__setstate__``, checked by numpy against the shape)."""
+    if cls is not np.ndarray or not isinstance(shape, tuple) or math.prod(shape) != 0:
+        raise pickle.UnpicklingError("only an empty plain numpy.ndarray may be reconstructed")
+    return np.ndarray.__new__(np.ndarray, shape, _safe_dtype(dtype))
+
+
+def _safe_dtype(spec, align=False, copy=False):
+    """``numpy.dtype`` for numeric dtypes only (no Python objects inside the array)."""
+    if isinstance(spec, bytes):
+        spec = spec.decode("latin-1")
+    if not isinstance(spec, str):
+        raise pickle.UnpicklingError("a dtype must be given by its code")
+    dt = np.dtype(spec, bool(align), bool(copy))
+    if dt.hasobject or dt.kind not in "biuf":
+        raise pickle.UnpicklingError(f"dtype {dt} is not allowed in a CIFAR-10 batch")
+    return dt
+
+
+def _latin1(text, encoding="latin-1"):
+    """``_codecs.encode`` as Python 3 writes bytes in a protocol-2 pickle: latin-1 text only."""
+    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in ("latin-1", "latin1"):
+        raise pickle.UnpicklingError("only latin-1 text may be encoded")
+    return text.encode("latin-1")
+
+
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+                  ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+                  ("numpy", "ndarray"): np.ndarray,
+                  ("numpy", "dtype"): _safe_dtype,
+                  ("_codecs", "encode"): _latin1}
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
     except Exception as exc:  # pickle can raise nearly anything on a bad file
         raise NettrimError(f"cannot read CIFAR-10 batch {path}: {one_line(exc)}; "
                            "re-extract the 'python version' archive") from None
@@ -84,7 +139,8 @@ def _unpickle(path: Path) -> dict:
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+    if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),)
+            or (labels.size and labels.dtype.kind not in "iu")):
         raise NettrimError(f"malformed CIFAR-10 batch {path}: data {data.dtype}{data.shape} and "
                            f"labels {labels.shape}, expected uint8 (n, 3072) and (n,)")
     return data.reshape(-1, 3, 32, 32), labels

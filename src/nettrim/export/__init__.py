@@ -69,6 +69,10 @@ def export(model: nn.Module, path, format: str = "sparse", *, arch: str | None =
     """
     path = Path(path)
     _check_target(path, format, force)
+    require(isinstance(model, nn.Module), f"model must be a torch.nn.Module, got {type(model).__name__}")
+    meta_tensors = [k for k, v in model.state_dict().items() if v.device.type == "meta"]
+    require(not meta_tensors, f"cannot export {meta_tensors[0] if meta_tensors else ''!r}: it is on the "
+                              "meta device (no values); load the model's weights first")
     arch, arch_kwargs = resolve(model, arch, arch_kwargs)
     if format == "onnx":
         from .onnx import sample_batch, write_onnx

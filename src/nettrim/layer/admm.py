@@ -172,9 +172,11 @@ def _largest_eigenvalue(S: torch.Tensor, steps: int = 50) -> float:
         w = S @ v
         lam = float(w.norm())
         if lam == 0.0:
-            return 0.0
+            break
         v = w / lam
-    return lam
+    # lambda_max >= max diag(S): the floor when the start is (nearly) orthogonal to the top
+    # eigenvector, e.g. one sample whose features sum to 0 (S v = 0 at once)
+    return max(lam, float(S.diagonal().max()) if S.numel() else 0.0)
 
 
 def solve_admm(

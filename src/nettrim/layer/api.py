@@ -278,6 +278,9 @@ def _validate(X, Y, V, epsilon, relu, warm_start, per_neuron=False) -> None:
     require(X.shape[0] == Y.shape[0],
             f"X has {X.shape[0]} samples (rows) but Y has {Y.shape[0]}: pass them as (P, N) and (P, M)")
     require(X.shape[0] > 0 and X.shape[1] > 0 and Y.shape[1] > 0, "X and Y must not be empty")
+    require(X.device.type != "meta" and Y.device.type != "meta",
+            "X or Y is on the meta device (no values): pass real tensors")
+    require(not X.is_complex() and not Y.is_complex(), f"X and Y must be real, got {X.dtype} and {Y.dtype}")
     require(bool(torch.isfinite(X).all()), "X contains NaN or Inf: clean the layer inputs first")
     require(bool(torch.isfinite(Y).all()), "Y contains NaN or Inf: clean the layer outputs first")
     if isinstance(epsilon, torch.Tensor) and epsilon.ndim == 1:
@@ -285,13 +288,19 @@ def _validate(X, Y, V, epsilon, relu, warm_start, per_neuron=False) -> None:
         require(epsilon.shape == (Y.shape[1],),
                 f"per-neuron radii must have shape (M,) = ({Y.shape[1]},), got {tuple(epsilon.shape)}")
         require(bool(torch.isfinite(epsilon).all()) and bool((epsilon >= 0).all())
-                and bool((epsilon > 0).any()), "per-neuron radii must be finite, >= 0 and not all 0")
+                and (bool((epsilon > 0).any()) or not bool(Y.any())),
+                "per-neuron radii must be finite, >= 0 and not all 0")
         epsilon = float(epsilon.double().norm())
     validate_targets(Y, V, epsilon, relu)
     if warm_start is not None:
         w = warm_start[0]
         require(w.shape == (Y.shape[1], X.shape[1]),
                 f"warm-start weight must be (M, N) = {(Y.shape[1], X.shape[1])}, got {tuple(w.shape)}")
+        b = warm_start[1] if len(warm_start) > 1 else None
+        require(b is None or tuple(b.shape) == (Y.shape[1],),
+                f"warm-start bias must be (M,) = ({Y.shape[1]},), got {tuple(getattr(b, 'shape', ()))}")
+        require(bool(torch.isfinite(w).all()) and (b is None or bool(torch.isfinite(b).all())),
+                "the warm start contains NaN or Inf")
 
 
 def validate_targets(Y, V, epsilon, relu) -> None:
@@ -300,7 +309,9 @@ def validate_targets(Y, V, epsilon, relu) -> None:
         eps = float(epsilon)
     except (TypeError, ValueError):
         raise NettrimError(f"epsilon must be a positive number, got {epsilon!r}") from None
-    require(math.isfinite(eps) and eps > 0, f"epsilon must be a positive finite number, got {epsilon}")
+    # eps = 0 only for a target that is zero everywhere (a dead layer: eps = epsilon ||Y|| = 0)
+    require(math.isfinite(eps) and (eps > 0 or eps == 0 and not bool(Y.any())),
+            f"epsilon must be a positive finite number, got {epsilon}")
     if relu:
         require(bool((Y >= 0).all()),
                 "Y has negative entries but relu=True: pass the ReLU output, or relu=False")

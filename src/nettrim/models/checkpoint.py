@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numbers
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,14 +77,21 @@ def _with_widths(arch: str, kwargs: dict, model: nn.Module, state: dict) -> dict
 def _read(path: Path) -> dict:
     require(path.is_file(), f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise NettrimError(f"{path} is not a nettrim checkpoint: it holds Python objects other "
+                           "than tensors and plain values, which nettrim never unpickles "
+                           f"({type(exc).__name__})") from None
     except Exception as exc:
         raise NettrimError(f"{path} is not a nettrim checkpoint (torch.load failed: "
-                           f"{type(exc).__name__})") from exc
+                           f"{type(exc).__name__})") from None
     require(isinstance(ckpt, dict) and all(k in ckpt for k in _KEYS),
             f"{path} is not a nettrim checkpoint (expected a dict with keys {', '.join(_KEYS)})")
-    require(isinstance(ckpt["arch_kwargs"], dict) and isinstance(ckpt["state_dict"], dict),
-            f"{path} is not a nettrim checkpoint (arch_kwargs and state_dict must be dicts)")
+    require(isinstance(ckpt["arch_kwargs"], dict) and isinstance(ckpt["state_dict"], dict)
+            and isinstance(ckpt["meta"], dict),
+            f"{path} is not a nettrim checkpoint (arch_kwargs, state_dict and meta must be dicts)")
     return ckpt
 
 

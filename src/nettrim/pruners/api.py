@@ -68,6 +68,10 @@ def prune(
                            f"options live on the method object, e.g. "
                            f"method=nettrim.NetTrim({sorted(options)[0]}=...)")
     validate_inputs(model, inputs, mode)
+    require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+            f"batch_size must be an integer >= 1, got {batch_size!r}")
+    require(counts is None or isinstance(counts, dict),
+            f"counts must be a dict of layer name -> count, got {type(counts).__name__}")
     if sparsity is not None:
         require(isinstance(sparsity, (int, float)) and math.isfinite(sparsity) and 0 < sparsity < 1,
                 f"sparsity must lie in (0, 1), got {sparsity}")
@@ -92,7 +96,11 @@ def validate_inputs(model, inputs, mode) -> None:
     require(isinstance(inputs, torch.Tensor) and inputs.ndim >= 2 and inputs.shape[0] > 0,
             "inputs must be a non-empty tensor of samples, shape (P, ...)")
     require(inputs.is_floating_point(), f"inputs must be floating point, got {inputs.dtype}")
+    require(inputs.device.type != "meta", "inputs are on the meta device (no values): pass real tensors")
     require(bool(torch.isfinite(inputs).all()), "inputs contain NaN or Inf")
+    for name, p in [*model.named_parameters(), *model.named_buffers()]:
+        require(p.device.type != "meta", f"'{name}' of the model is on the meta device (no values): "
+                                         "load its weights first")
     for name, p in model.named_parameters():
         require(bool(torch.isfinite(p).all()), f"parameter '{name}' contains NaN or Inf")
     require(mode in MODES, f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Collection, Protocol
 
@@ -93,11 +94,21 @@ class Target:
     sparsity: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self):
+        require(isinstance(self.counts, dict), f"counts must be a dict of layer name -> count, got "
+                                               f"{type(self.counts).__name__}")
+        for name, k in self.counts.items():
+            require(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 0,
+                    f"counts[{name!r}] must be an integer >= 0 (non-zeros to keep), got {k!r}")
+
     def keep(self, job: LayerJob) -> int:
         from .threshold import keep_count
 
         if job.spec.name in self.counts:
             return int(self.counts[job.spec.name])
+        require(self.sparsity is not None,
+                f"layer '{job.spec.name}' has no count and there is no sparsity: give every pruned "
+                "layer a count, pass sparsity=... for the others, or name the layers with layers=[...]")
         return keep_count(job.weight.numel() + (0 if job.bias is None else job.bias.numel()),
                           self.sparsity)
 

@@ -203,7 +203,10 @@ def _bound(mode: str, reports: list[LayerReport], original: nn.Module, pruned: n
     Theorem 2), in parallel Theorem 1's recursion. Only for certified Linear layers."""
     if any(r.kind != "linear" for r in reports):
         return None
-    eps = [r.epsilon * (1 + 2 * float(r.info.get("tolerance", 0.0))) for r in reports]
+    # each layer is certified up to eps (1 + tol) + floor on its discrepancy and tol eps + floor
+    # on its inactive side (floor = 1e-6 ||Y_l|| + 1e-12, ``certificate``): the bound takes both
+    eps = [r.epsilon * (1 + 2 * float(r.info.get("tolerance", 0.0))) + 2 * (1e-6 * r.target_norm + 1e-12)
+           for r in reports]
     if mode == "cascade":
         norms = [spectral_norm(original.get_submodule(r.name).weight) for r in reports]
         hinge = [bool(r.info.get("hinge", False)) for r in reports]

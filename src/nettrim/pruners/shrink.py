@@ -101,6 +101,8 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
     """
     method = NetTrim() if method is None else method
     _validate(model, inputs, validation, max_drop, method, mode, max_trials)
+    require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+            f"batch_size must be an integer >= 1, got {batch_size!r}")
     x_val, y_val = validation
     start = time.perf_counter()
     base_correct = _correct(model, x_val, y_val, batch_size)

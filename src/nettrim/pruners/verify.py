@@ -37,6 +37,12 @@ def verify(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, report:
                and not (subset and r["kind"] != "linear")]
     require(all(r["name"] in by_name for r in report["layers"]),
             "the report names layers this model does not have: it belongs to another model")
+    other = [r["name"] for r in report["layers"]
+             if _weight_shape(original, r["name"]) != _weight_shape(pruned, r["name"])]
+    require(not other, f"layer '{other[0] if other else ''}' has weights of shape "
+                       f"{_weight_shape(original, other[0]) if other else ''} in the original but "
+                       f"{_weight_shape(pruned, other[0]) if other else ''} in the pruned model: they "
+                       "are different architectures (pass the model it was pruned from)")
     capture = {"max_rows": "auto", **report["settings"].get("capture", {})}
     checks = [_layer_check(original, pruned, by_name[r["name"]], specs, inputs, report["mode"],
                            batch_size, capture, r) for r in claimed]
@@ -50,3 +56,10 @@ def verify(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, report:
 def _layer_check(original, pruned, spec, specs, inputs, mode, batch_size, capture, claim) -> Check:
     job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture)
     return check_layer(job, *adapter_for(pruned.get_submodule(spec.name), spec.name).get(), claim)
+
+
+def _weight_shape(model: nn.Module, name: str):
+    try:
+        return tuple(model.get_submodule(name).weight.shape)
+    except AttributeError:
+        return None
