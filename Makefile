@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nettrim-installed
 DATA := $(VENV)/share/datasets
 
-.PHONY: demo test bench fashion-mnist clean
+.PHONY: demo test fuzz bench fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ demo: $(STAMP) fashion-mnist
 
 test: $(STAMP) fashion-mnist
 	$(PY) -m pytest -q
+
+# The long profile of the hostile-input suite (tests/reliability, ten times the examples), with
+# the kill-and-resume, determinism and pickle-payload tests; their counts go to
+# docs/reliability.json, and docs/reliability.md is generated from it.
+fuzz: $(STAMP) fashion-mnist
+	rm -f docs/reliability.json
+	HYPOTHESIS_PROFILE=fuzz NETTRIM_RELIABILITY_OUT=docs/reliability.json $(PY) -m pytest -q -p no:cacheprovider tests/reliability -m "slow or not slow"
+	$(PY) scripts/reliability_doc.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/default_config.py
