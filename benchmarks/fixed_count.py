@@ -7,6 +7,11 @@ layer, cut to the count, values refit), L-OBS (exact greedy) and hard thresholdi
 LeNet-300-100 (MNIST) and a 784-100-100-10 MLP (MNIST) trained with seeds 0, 1, 2 on 55,000
 training images. Test accuracy is reported (nothing is chosen here).
 
+Two crossed rows separate the support from the values: "lobs support, refit values" keeps
+L-OBS's non-zeros and refits their values as Net-Trim does (``nettrim.layer.refit``);
+"nettrim support, obs values" keeps Net-Trim's non-zeros and sets their values as L-OBS does
+(the damped least squares of the layer's pre-activations, ``lobs.refit_rows``).
+
 Writes benchmarks/results/fixed_count.json. Run:
 `.venv/bin/python benchmarks/fixed_count.py [--nets lenet-300-100,mlp-100-100] [--seeds 0,1,2]`
 """
@@ -18,10 +23,15 @@ import statistics
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from common import machine, run
-from nettrim import NetTrim, prune
+from nettrim import LOBS, NetTrim, prune
+from nettrim.pruners import LayerOutcome, PruningMethod, lobs, nettrim_count
+from nettrim.pruners.base import slack
 from nettrim.data import subset, validation_split
 from nettrim.experiments import zoo
 from nettrim.models import evaluate
@@ -33,7 +43,35 @@ NETS = {
     "mlp-100-100": dict(arch="mlp-100-100", dataset="mnist", epochs=15, dropout=0.2),
 }
 SPARSITIES = (0.9, 0.95)
-METHODS = {"nettrim": NetTrim, "lobs": lambda: "lobs", "threshold": lambda: "threshold"}
+
+
+
+@dataclass(frozen=True)
+class Crossed(PruningMethod):
+    """One method's support with the other's values (benchmark only, see the module doc)."""
+
+    support: str = "lobs"
+    name: ClassVar[str] = "crossed"
+
+    def layer_method(self, mode, target):
+        inner = (LOBS() if self.support == "lobs" else NetTrim()).layer_method(mode, target)
+        return lambda job: self._values(job, inner(job))
+
+    def _values(self, job, out: LayerOutcome) -> LayerOutcome:
+        if self.support == "lobs":
+            V = slack(job.Z, NetTrim().layer_method("cascade", None).slack_margin(job))
+            w, b = nettrim_count._refit(job, out.weight, out.bias, V)
+        else:
+            W, H, _ = lobs._setup(job.weight, job.bias, job.X, 1e-2, True)
+            kept = torch.cat([out.weight, out.bias[:, None]], 1) if out.bias is not None else out.weight
+            w, b = lobs._split(lobs.refit_rows(W, H, lobs.inverse_spd(H), kept == 0, 64),
+                               job.weight, job.bias)
+        return LayerOutcome(w, b)
+
+
+METHODS = {"nettrim": NetTrim, "lobs": lambda: "lobs", "threshold": lambda: "threshold",
+           "lobs support, refit values": lambda: Crossed("lobs"),
+           "nettrim support, obs values": lambda: Crossed("nettrim")}
 
 
 def row(net: str, seed: int, sparsity: float, name: str) -> dict:
@@ -44,6 +82,7 @@ def row(net: str, seed: int, sparsity: float, name: str) -> dict:
     t0 = time.perf_counter()
     res = prune(model, xs, method=METHODS[name](), sparsity=sparsity, progress=False)
     return dict(net=net, seed=seed, sparsity=sparsity, method=name,
+                layer_status=[str(r.status) for r in res.report.layers],
                 seconds=time.perf_counter() - t0, achieved=res.report.sparsity,
                 layer_nonzeros={r.name: r.nnz_after for r in res.report.layers},
                 certified=[r.certified for r in res.report.layers],

@@ -15,7 +15,6 @@ Writes benchmarks/results/speed.json. Run: `.venv/bin/python benchmarks/speed.py
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import time

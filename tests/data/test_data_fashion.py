@@ -1,7 +1,6 @@
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from nettrim.data import load_dataset, readers
