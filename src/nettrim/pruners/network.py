@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..capture.batchnorm import fold_batchnorm, restore_batchnorm
 from ..capture import LayerSpec, adapter_for, capture_layer, is_chain, network_output, trace_layers
-from ..errors import NettrimError, require
+from ..errors import require
 from .base import LayerJob, LayerMethod, LayerOutcome
 from .bounds import cascade_bound_measured, parallel_bound, spectral_norm
 from .certificate import check_layer

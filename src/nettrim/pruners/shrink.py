@@ -21,7 +21,6 @@ from the nearest earlier trial's solution of that layer (nearest in log eps).
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, replace
