@@ -1,0 +1,259 @@
+"""Resumable runs: a real ``nettrim prune`` killed with SIGKILL after its first layer is kept
+finishes, when started again with the same arguments, with a model bit-identical to an
+uninterrupted run and a report naming the resumed layers; interrupted at every piece, prune
+(both modes), shrink and compare resume to the same bits; another run's directory is refused
+in one line unless --restart; damaged pieces are solved again."""
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import nettrim
+from nettrim.cli.main import main
+from nettrim.data import load_dataset, subset
+from nettrim.errors import NettrimError
+from nettrim.models import build_model, save_checkpoint, train
+from nettrim.pruners import resume
+from nettrim.pruners.resume import RUN_DIR, RunStore
+
+from reliability_helpers import RECORDS
+
+
+def _timeless(obj):
+    """A report without its timings and its resume bookkeeping (what must match bit for bit)."""
+    if isinstance(obj, dict):
+        return {k: _timeless(v) for k, v in obj.items()
+                if "seconds" not in k and k not in ("resumed", "resumed_cells", "peak_memory_mb", "outputs")}
+    if isinstance(obj, list):
+        return [_timeless(v) for v in obj]
+    return obj
+
+
+def _same_bits(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- a real process, killed ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    x, y = load_dataset("mnist", "train")
+    xs, ys = subset(x, y, 2000, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp-60-60")
+    train(model, xs, ys, epochs=1, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("resume") / "mlp.pt"
+    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
+    return path
+
+
+def _cli(ckpt: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "nettrim.cli.main", "--no-progress", "prune", str(ckpt),
+            "--samples", "200", "--validation-size", "500", "--out", str(out)]
+
+
+def _env():
+    """One thread in every run (the bits depend on the thread count; and the CI machine is
+    shared), a passive OpenMP wait."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_sigkill_after_the_first_layer_then_resume_is_bit_identical(checkpoint, tmp_path):
+    ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    # the uninterrupted run in this process (one thread, as the subprocesses): the same command
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(_cli(checkpoint, ref_dir)[3:]) == 0
+    proc = subprocess.Popen(_cli(checkpoint, run_dir), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = None
+    deadline = time.monotonic() + 600
+    while first is None and time.monotonic() < deadline and proc.poll() is None:
+        found = sorted((run_dir / RUN_DIR).glob("prune-*/layer-000.safetensors"))
+        first = found[0] if found else None
+        time.sleep(0.005)
+    assert first is not None, "the first layer's file never appeared"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    pieces = sorted(p.name for p in first.parent.glob("layer-*.safetensors"))
+    assert 1 <= len(pieces) < 3, f"the kill came too late to test a resume: {pieces}"
+    assert not list(run_dir.glob("*.pt")) and not list(run_dir.glob("*.json")), "outputs before the end"
+
+    again = subprocess.run(_cli(checkpoint, run_dir), env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "resumed" in again.stdout
+    stem = "mlp-nettrim-cascade"
+    a = torch.load(ref_dir / f"{stem}.pt", weights_only=True)
+    b = torch.load(run_dir / f"{stem}.pt", weights_only=True)
+    assert _same_bits(a["state_dict"], b["state_dict"]), "the resumed model differs from the uninterrupted one"
+    ra = json.loads((ref_dir / f"{stem}.json").read_text())
+    rb = json.loads((run_dir / f"{stem}.json").read_text())
+    layers = [r["name"] for r in rb["report"]["layers"]]
+    assert rb["report"]["resumed"] == layers[: len(pieces)] and ra["report"]["resumed"] == []
+    assert _timeless(ra["report"]) == _timeless(rb["report"])
+    assert not (run_dir / RUN_DIR).exists(), "the run directory outlived the finished run"
+    RECORDS["resume_kill"] = {
+        "command": "nettrim prune mlp-60-60 (MNIST, 200 calibration images, cascade, default NetTrim), one thread",
+        "layers": len(layers), "layers_finished_before_sigkill": len(pieces),
+        "resumed_layers": rb["report"]["resumed"],
+        "tensors_compared": len(a["state_dict"]),
+        "tensors_bit_identical": sum(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]),
+        "report_identical_but_timings": _timeless(ra["report"]) == _timeless(rb["report"])}
+
+
+# ---- in process: interrupted after every piece ---------------------------------------------
+
+class Killed(BaseException):
+    """Stands for a kill right after a piece reached the disk (not an Exception: nothing in the
+    library may catch it)."""
+
+
+@contextlib.contextmanager
+def kill_after(pieces: int):
+    """Raise :class:`Killed` once ``pieces`` pieces (layers or records) have been written."""
+    written = [0]
+    save_layer, save_record = resume.Scope.save_layer, resume.Scope.save_record
+
+    def counted(save):
+        def wrapper(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            written[0] += 1
+            if written[0] == pieces:
+                raise Killed
+        return wrapper
+
+    resume.Scope.save_layer, resume.Scope.save_record = counted(save_layer), counted(save_record)
+    try:
+        yield written
+    finally:
+        resume.Scope.save_layer, resume.Scope.save_record = save_layer, save_record
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+
+
+def _pieces(root: Path) -> int:
+    return len(list(root.rglob("layer-*.safetensors"))) + len(list(root.rglob("trial-*.json"))) \
+        + len(list(root.rglob("cell-*.json")))
+
+
+@pytest.mark.parametrize("mode", ["cascade", "parallel"])
+def test_prune_interrupted_after_each_layer_resumes_to_the_same_bits(tmp_path, mode):
+    net, x = _net(), torch.randn(80, 12, generator=torch.Generator().manual_seed(1))
+    method = nettrim.NetTrim(reweight=1)
+    ref = nettrim.prune(net, x, method=method, mode=mode, progress=False)
+    for k in (1, 2):
+        root = tmp_path / f"run-{k}"
+        with kill_after(k), pytest.raises(Killed), RunStore(root) as killed:  # released as a kill would
+            nettrim.prune(net, x, method=method, mode=mode, progress=False, store=killed.open({"k": 1}))
+        assert _pieces(root) == k
+        store = RunStore(root).open({"k": 1})
+        res = nettrim.prune(net, x, method=method, mode=mode, progress=False, store=store)
+        store.finish()
+        assert res.report.resumed == [r.name for r in ref.report.layers[:k]]
+        assert _same_bits(ref.model.state_dict(), res.model.state_dict())
+        assert _timeless(ref.report.to_dict()) == _timeless(res.report.to_dict())
+
+
+def test_shrink_interrupted_at_every_piece_resumes_to_the_same_bits(tmp_path):
+    net = _net(3)
+    g = torch.Generator().manual_seed(4)
+    x, xv = torch.randn(80, 12, generator=g), torch.randn(200, 12, generator=g)
+    yv = net(xv).argmax(1)
+    yv[:20] = (yv[:20] + 1) % 4  # the original is not perfect on it
+    kw = dict(method=nettrim.NetTrim(reweight=0, refit=False), max_trials=3, progress=False)
+    ref = nettrim.shrink(net, x, (xv, yv), 0.02, **kw)
+    root = tmp_path / "full"
+    store = RunStore(root).open({})
+    nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=store)
+    total = _pieces(root)
+    store.finish()
+    assert total == 3 * 4  # three trials of three layers, three trial records
+    results = {}
+    for k in (1, 4, 5, 9, total - 1):
+        root = tmp_path / f"run-{k}"
+        with kill_after(k), pytest.raises(Killed), RunStore(root) as killed:
+            nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=killed.open({}))
+        store = RunStore(root).open({})
+        res = nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=store)
+        store.finish()
+        assert _same_bits(ref.model.state_dict(), res.model.state_dict()), f"differs after {k} pieces"
+        assert _timeless([t.__dict__ for t in ref.search]) == _timeless([t.__dict__ for t in res.search])
+        results[k] = sum(t.resumed for t in res.search)
+        assert results[k] == k // 4  # every trial finished before the kill was taken, not rerun
+    RECORDS["resume_shrink"] = {"pieces": total, "interrupted_after": sorted(results),
+                                "trials_resumed": [results[k] for k in sorted(results)],
+                                "all_bit_identical": True}
+
+
+def test_compare_resumes_its_finished_cells(tmp_path):
+    from nettrim.experiments import compare as cmp
+
+    net = build_model("mlp-60-60")
+    kw = dict(samples=60, retrain_epochs=0, progress=False, retrain_subset=2000)
+    grid = (["threshold"], [0.5, 0.8, 0.9])
+    ref = cmp.compare(net, "mnist", *grid, **kw)
+    root = tmp_path / "run"
+    with kill_after(3 + 1 + 2), pytest.raises(Killed):  # cell 1 (3 layers, its record), 2 layers
+        with RunStore(root) as store:  # the CLI's way: pieces kept on a kill
+            cmp.compare(net, "mnist", *grid, **kw, store=store)
+    with RunStore(root) as store:
+        res = cmp.compare(net, "mnist", *grid, **kw, store=store)
+    assert res["resumed_cells"] == 1 and not root.exists()
+    strip = lambda r: json.loads(json.dumps(_timeless(r), default=str))
+    assert strip(ref) == strip(res)
+
+
+# ---- refusals and damage -------------------------------------------------------------------
+
+def test_another_runs_directory_is_refused_in_one_line_unless_restart(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    argv = ["--no-progress", "prune", str(checkpoint), "--samples", "100", "--reweight", "0",
+            "--out", str(out)]
+    with kill_after(1), pytest.raises(Killed), contextlib.redirect_stdout(io.StringIO()):
+        main(argv)
+    assert (out / RUN_DIR / "manifest.json").is_file()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--epsilon", "0.3"]) == 2
+    line = err.getvalue()
+    assert line.count("\n") == 1 and line.startswith("error: ") and "--restart" in line and "method" in line
+    assert (out / RUN_DIR / "manifest.json").is_file(), "a refused run touched the other run's pieces"
+    with contextlib.redirect_stdout(io.StringIO()) as o:
+        assert main([*argv, "--epsilon", "0.3", "--restart"]) == 0
+    assert "resumed" not in o.getvalue() and not (out / RUN_DIR).exists()
+
+
+def test_a_damaged_or_half_written_piece_is_solved_again(tmp_path):
+    net, x = _net(), torch.randn(60, 12, generator=torch.Generator().manual_seed(2))
+    ref = nettrim.prune(net, x, progress=False)
+    root = tmp_path / "run"
+    with kill_after(2), pytest.raises(Killed), RunStore(root) as killed:
+        nettrim.prune(net, x, progress=False, store=killed.open({}))
+    first, second = sorted(root.rglob("layer-*.safetensors"))
+    first.write_bytes(first.read_bytes()[:-7])  # damaged: its sha256 no longer matches
+    (second.parent / ".layer-002.safetensors.x.tmp").write_bytes(b"half")  # a write cut short
+    store = RunStore(root).open({})
+    res = nettrim.prune(net, x, progress=False, store=store)
+    store.finish()
+    assert res.report.resumed == ["2"]  # layer "0" solved again, "2" taken, "4" solved
+    assert _same_bits(ref.model.state_dict(), res.model.state_dict())
+
+
+def test_a_directory_in_use_is_refused(tmp_path):
+    store = RunStore(tmp_path / "run").open({"a": 1})
+    with pytest.raises(NettrimError, match="another nettrim process"):
+        RunStore(tmp_path / "run").open({"a": 1})
+    store.close()
+    RunStore(tmp_path / "run").open({"a": 1}).finish()
