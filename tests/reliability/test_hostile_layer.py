@@ -66,7 +66,7 @@ def layer_cases(draw):
     layout = draw(st.sampled_from(["contiguous", "transposed", "expanded", "strided"]))
     opts = dict(relu=relu, bias=draw(st.booleans()), per_neuron=draw(st.booleans()),
                 reweight=draw(st.sampled_from([0, 0, 1])), refit=draw(st.booleans()),
-                hinge=draw(st.booleans()), refit=draw(st.sampled_from([False, False, True])))
+                hinge=draw(st.booleans()))
     return dict(X=X, Y=Y, eps=eps, special=special, dtype=dtype, layout=layout, opts=opts,
                 kind=kind, target=target)
 
