@@ -33,9 +33,16 @@ def networks(draw):
     n_in = draw(st.sampled_from([1, 2, 5, 9]))
     widths = [n_in] + [draw(st.sampled_from([1, 2, 4, 8])) for _ in range(depth)]
     layers: list[nn.Module] = []
+    batchnorm = depth > 1 and draw(st.integers(0, 5)) == 0
     for i in range(depth):
         layers.append(nn.Linear(widths[i], widths[i + 1], bias=draw(st.booleans()) or i == 0))
         if i < depth - 1:
+            if batchnorm and i == 0:
+                bn = nn.BatchNorm1d(widths[1])
+                with torch.no_grad():
+                    bn.running_mean.uniform_(-1, 1)
+                    bn.running_var.uniform_(0.1, 3)
+                layers.append(bn)
             layers.append(nn.ReLU())
     net = nn.Sequential(*layers).eval()
     linears = [m for m in net if isinstance(m, nn.Linear)]
@@ -144,9 +151,11 @@ def test_prune_answers_correctly_or_refuses_in_one_line(data):
     x = data.draw(inputs_for(shape))
     name, make, target = data.draw(st.sampled_from(METHODS))
     mode = data.draw(st.sampled_from(["cascade", "parallel"]))
+    extra = data.draw(st.sampled_from([{}, {}, {}, {"cleanup": True}, {"layers": ["0"]},
+                                       {"batch_size": 2}]))
     before = _state(net)
     kind, res = run_case("prune", lambda: nettrim.prune(net, x, method=make(), mode=mode,
-                                                        progress=False, **target))
+                                                        progress=False, **target, **extra))
     assert _same_state(_state(net), before), "prune modified the caller's model"
     if res is not None:
         check_result("prune", net, before, x, res)

@@ -47,6 +47,10 @@ class NetTrimAtSparsity(Target):
         nt = self.tolerance
         V = slack(job.Z, nt.slack_margin(job))
         norm = float(job.Y.norm())
+        if k == 0:  # nothing kept: the zero layer, its claim at the starting eps measured as any
+            zero = lambda t: None if t is None else torch.zeros_like(t)
+            return self._outcome(job, self.start * norm, zero(job.weight), zero(job.bias),
+                                 Status.SOLVED, 0, 0)
         tried: list[tuple[float, int, object]] = []  # (relative eps, nnz, trim_layer result)
         g, warm = self.start, None
         while len(tried) < self.max_solves:
