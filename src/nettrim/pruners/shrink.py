@@ -11,8 +11,9 @@ The search starts at the method's eps and steps in log eps (a factor of 2 until 
 bracketed, then the secant of the validation drop against log eps, aimed at 90 % of the
 budget and kept inside the bracket). It stops when a passing trial uses at least 80 % of the
 budget (a further step changes the accuracy by about the noise of the validation split), when
-the bracket is narrower than ``resolution``, or after ``max_trials`` trials. The answer is the
-sparsest passing trial. When no trial down to ``min_epsilon`` passes, the result is the
+the bracket is narrower than ``resolution``, or after ``max_trials`` trials (3 by default: a
+trial costs about one prune, and the whole search is meant to cost at most three). The answer
+is the sparsest passing trial. When no trial down to ``min_epsilon`` passes, the result is the
 original model with status ``budget_unreachable``.
 
 Reuse between trials: the original network's captures (every layer's targets, and the inputs
@@ -82,7 +83,7 @@ class ShrinkResult:
 
 def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tensor, torch.Tensor],
            max_drop: float = 0.005, method: NetTrim | None = None, mode: str = "cascade", *,
-           max_trials: int = 5, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
+           max_trials: int = 3, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
            resolution: float = 1.25, batch_size: int = 1024, capture: dict | None = None,
            progress: bool = True, log=None, store=None) -> ShrinkResult:
     """The sparsest Net-Trim model whose validation accuracy is within ``max_drop`` of the
