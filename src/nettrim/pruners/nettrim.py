@@ -60,7 +60,10 @@ class NetTrim(PruningMethod):
         layer_epsilon: relative eps per layer name (a floor for later cascade layers).
         solve_rows: with ``refit``, each layer's support is chosen on at most this many of
             its calibration rows (a seeded draw); the values are refit and the certificate
-            measured on all of them (``trim_layer(solve_rows=...)``). None: all rows.
+            measured on all of them, with a full solve from the refit for a layer that does not
+            certify (``trim_layer(solve_rows=...)``). None: all rows. The default, 8,000, leaves
+            every calibration set up to that size as it is and keeps an ADMM iteration's cost
+            bounded when a user passes a whole training set (docs/results.md#speed).
         settings: the ADMM settings. max_solves: solves of the eps search at a sparsity.
         structure: "weights" (default): the l1 program, single weights removed. "units": the
             group-l1 program, one group per input unit of each layer (a neuron of the layer
@@ -86,7 +89,7 @@ class NetTrim(PruningMethod):
     margin: float | None = 1.0
     per_neuron: bool | tuple[str, ...] = False
     layer_epsilon: dict | None = None
-    solve_rows: int | None = None
+    solve_rows: int | None = 8000
     settings: ADMMSettings = field(default_factory=ADMMSettings)
     max_solves: int = 8
     structure: str = "weights"
@@ -128,7 +131,8 @@ class NetTrim(PruningMethod):
         """The seeds' program exactly: min ||U||_1 within eps, V by the scheme, one ball per
         layer, no reweighting, no refit."""
         return cls(epsilon=epsilon, gamma=gamma, kappa=kappa, reweight=0, refit=False, margin=None,
-                   per_neuron=False, layer_epsilon=None, settings=settings or ADMMSettings())
+                   per_neuron=False, layer_epsilon=None, solve_rows=None,
+                   settings=settings or ADMMSettings())
 
     def layer_names(self) -> set[str]:
         """The layer names the options refer to (checked against the model by ``prune``)."""
