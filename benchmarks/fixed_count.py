@@ -94,19 +94,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     nets = [n for n in args.nets.split(",") if n]
     unknown = sorted(set(nets) - set(NETS))
     if unknown:
         raise SystemExit(f"error: unknown network {', '.join(unknown)}; known: {', '.join(NETS)}")
+    methods = [m for m in args.methods.split(",") if m]
+    if sorted(set(methods) - set(METHODS)):
+        raise SystemExit(f"error: unknown method {', '.join(sorted(set(methods) - set(METHODS)))}; "
+                         f"known: {', '.join(METHODS)}")
     torch.set_num_threads(2)
-    old = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
-    rows = [r for r in old if r["net"] not in nets]
+    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    done = {(r["net"], r["seed"], r["sparsity"], r["method"]) for r in rows}
     for net in nets:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for sparsity in SPARSITIES:
-                for name in METHODS:
+                for name in methods:
+                    if (net, seed, sparsity, name) in done:
+                        continue
                     rows.append(row(net, seed, sparsity, name))
                     r = rows[-1]
                     print(f"{net} seed {seed} {sparsity:.2f} {name:<10} test {r['test']:.2f} "
@@ -127,7 +134,9 @@ def table(data: dict) -> str:
             cells = []
             for m in methods:
                 acc = [r["test"] for r in rows if (r["net"], r["sparsity"], r["method"]) == (net, s, m)]
-                cells.append(f"{statistics.fmean(acc):.2f} ± {(max(acc) - min(acc)) / 2:.2f}")
+                cells.append(f"{statistics.fmean(acc):.2f} ± {(max(acc) - min(acc)) / 2:.2f}"
+                             + ("" if len(acc) == 3 else f" ({len(acc)} seed{'s' * (len(acc) > 1)})")
+                             if acc else "-")
             dense = [r["dense_test"] for r in rows if (r["net"], r["sparsity"]) == (net, s)]
             out.append(f"| {net} | {100 * s:.0f} % | {statistics.fmean(dense):.2f} | " + " | ".join(cells) + " |")
     return "\n".join(out)
