@@ -108,7 +108,7 @@ def inputs_for(draw, shape):
 METHODS = [
     ("nettrim", lambda: NetTrim(settings=FAST), {}),
     ("nettrim-paper", lambda: NetTrim.paper(settings=FAST), {}),
-    ("nettrim-per-neuron", lambda: NetTrim(per_neuron=True, reweight=0, refit=False, settings=FAST), {}),
+    ("nettrim-per-neuron", lambda: NetTrim(per_neuron=True, reweight=0, refit=False, solve_rows=None, settings=FAST), {}),
     ("nettrim-count", lambda: NetTrim(settings=FAST, max_solves=3), {"sparsity": 0.6}),
     ("threshold", lambda: "threshold", {"sparsity": 0.5}),
     ("lobs", lambda: "lobs", {"sparsity": 0.7}),

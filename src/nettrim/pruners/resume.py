@@ -297,8 +297,10 @@ class RunStore:
     def open(self, key: dict | None = None) -> "RunStore":
         """Take the directory for the run described by ``key`` (JSON-able): resume the run
         there when it has the same key, start one when there is none; refuse (one line) a
-        directory holding a run with another key unless ``restart``."""
-        require(not self.is_open, f"{self.root} is already open")
+        directory holding a run with another key unless ``restart``. A store opened already
+        (by the caller, with its own key) stays as it is."""
+        if self.is_open:
+            return self
         key = json.loads(_dumps(key or {}))
         for p in [*reversed(self.root.parents), self.root]:
             if not p.exists():
