@@ -13,8 +13,8 @@ budget and kept inside the bracket). It stops when a passing trial uses at least
 budget (a further step changes the accuracy by about the noise of the validation split), when
 the bracket is narrower than ``resolution``, or after ``max_trials`` trials (3 by default: a
 trial costs about one prune, and the whole search is meant to cost at most three). The answer
-is the sparsest passing trial. When no trial down to ``min_epsilon`` passes, the result is the
-original model with status ``budget_unreachable``.
+is the sparsest passing trial. When no trial passes, one more runs at ``min_epsilon``; when it
+misses the budget too, the result is the original model with status ``budget_unreachable``.
 
 Reuse between trials: the original network's captures (every layer's targets, and the inputs
 of the layers that see the original network) are taken once, and every layer's ADMM starts
@@ -178,6 +178,8 @@ def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, re
         if lo and hi < math.inf and hi / lo < resolution:
             return
         eps = _next_eps(tried, lo, hi, 90 * max_drop, min_eps, max_eps)
+    if not any(ok for _, _, ok in tried) and min(e for e, _, _ in tried) > min_eps:
+        run(min_eps)  # the budget is unreachable only when the smallest tolerance misses it too
 
 
 def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_eps: float) -> float:
