@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import determinism_cases as cases
@@ -68,6 +69,7 @@ def _primitives(threads: int) -> dict[str, torch.Tensor]:
             "solve": torch.linalg.solve(K, X[:784, :50])}
 
 
+@pytest.mark.slow  # a measurement for docs/reliability.md (make fuzz), not a promise
 def test_thread_counts_measured():
     """Two threads, twice: repeatable. Against one thread: recorded, not promised, with the
     primitive operations that differ."""
