@@ -267,3 +267,28 @@ def test_a_directory_in_use_is_refused(tmp_path):
         RunStore(tmp_path / "run").open({"a": 1})
     store.close()
     RunStore(tmp_path / "run").open({"a": 1}).finish()
+
+
+@pytest.mark.slow  # three budget searches through the CLI: make fuzz
+def test_prune_max_drop_interrupted_mid_search_resumes_to_the_same_outputs(checkpoint, tmp_path):
+    """The CLI's shrink path (--max-drop): killed after the first trial's record (its three
+    layers and the trial), run again: the same checkpoint bits and search."""
+    argv = lambda out: ["--no-progress", "prune", str(checkpoint), "--samples", "100", "--reweight", "0",
+                        "--max-drop", "3", "--validation-size", "300", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        rc_ref = main(argv(tmp_path / "ref"))
+    with kill_after(4), pytest.raises(Killed), contextlib.redirect_stdout(io.StringIO()):
+        main(argv(tmp_path / "run"))
+    assert len(list((tmp_path / "run" / RUN_DIR).rglob("trial-*.json"))) == 1
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+        rc = main(argv(tmp_path / "run"))
+    assert rc == rc_ref
+    if rc == 0:
+        stem = "mlp-nettrim-cascade"
+        a = torch.load(tmp_path / "ref" / f"{stem}.pt", weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "run" / f"{stem}.pt", weights_only=True)["state_dict"]
+        assert _same_bits(a, b)
+        sa = json.loads((tmp_path / "ref" / f"{stem}.json").read_text())["search"]
+        sb = json.loads((tmp_path / "run" / f"{stem}.json").read_text())["search"]
+        assert not _diff(_timeless(sa), _timeless(sb)) and sum(t["resumed"] for t in sb["search"]) == 1
+    assert "(resumed)" in out.getvalue() and not (tmp_path / "run" / RUN_DIR).exists()
