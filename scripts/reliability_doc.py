@@ -146,6 +146,14 @@ def render(data: dict) -> str:
                 f"* A shrink search of {sh['pieces']} pieces (layers and trial records) was "
                 f"interrupted right after a piece reached the disk: {pairs}; every resumed search "
                 f"returned {'the same model, bit for bit, and the same trials' if sh['all_bit_identical'] else 'a DIFFERENT model'}.")
+        md = data.get("resume_max_drop")
+        if md:
+            out.append(f"* `nettrim prune --max-drop` (the CLI's shrink) was interrupted right after "
+                       f"its first trial's record: run again, it took {md['trials_resumed']} trial "
+                       f"from the store, ran the rest of its {md['trials']} trials and wrote a "
+                       f"checkpoint whose {md['tensors']} tensors are "
+                       f"{'bit-identical' if md['bit_identical'] else 'NOT identical'} to an "
+                       "uninterrupted run's, with the same search.")
         out += ["* Prune in both modes is interrupted after each layer, a compare grid after its "
                 "first cell, a piece is truncated and a temporary file left behind: each resumes "
                 "to the uninterrupted bits (tests/reliability/test_resume_runs.py).", ""]

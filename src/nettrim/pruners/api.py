@@ -32,11 +32,12 @@ def prune(
     store=None,
     **options,
 ) -> PruneResult:
-    """Prune a trained ReLU network; returns ``.model`` (a pruned deep copy) and ``.report``.
+    """Prune a trained network; returns ``.model`` (a pruned deep copy) and ``.report``.
 
     Args:
-        model: any nn.Module of Linear/Conv2d layers with ReLU (Flatten, Dropout, Identity,
-            pooling, BatchNorm allowed), sequential or nested. It is not modified.
+        model: any nn.Module that runs on ``inputs``; its Linear and Conv2d layers are pruned
+            (a layer followed by a ReLU gets the ReLU program, any other the linear one; see
+            docs/any-model.md). It is not modified.
         inputs: (P, ...) network inputs the layer responses are kept on (training samples).
         method: a method object (``nettrim.NetTrim(...)``, ``nettrim.Threshold()``,
             ``nettrim.DC(...)``, ``nettrim.LOBS(...)``) holding its options, or a registered
