@@ -22,6 +22,7 @@ import budget  # noqa: E402
 import default_config  # noqa: E402
 import export_tables  # noqa: E402
 import fixed_count  # noqa: E402
+import speed  # noqa: E402
 import structured  # noqa: E402
 
 from nettrim.report.io import atomic_write  # noqa: E402
@@ -38,6 +39,7 @@ BLOCKS = {  # name: (file under the repository root, result files, renderer of t
                lambda d: budget.budget_table(budget.summary(d["budget"]))),
     "default_vs_paper": ("docs/results.md", ("budget.json",), lambda d: budget.compare_table(d["compare"])),
     "fixed_count": ("docs/results.md", ("fixed_count.json",), fixed_count.table),
+    "speed": ("docs/results.md", ("speed.json",), speed.table),
     "structured_grid": ("docs/structured.md", ("structured.json",), structured.grid_table),
     "structured_result": ("docs/structured.md", ("structured.json",), structured.result_table),
     "structured_speed": ("docs/structured.md", ("inference.json",), structured.speed_table),

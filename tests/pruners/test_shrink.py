@@ -65,6 +65,20 @@ def test_the_search_stops_close_to_the_budget(drop, expect):
     assert all(0.005 <= e <= 1.0 for e in calls) and len(calls) <= 5
 
 
+def test_when_no_trial_passes_the_search_aims_lower_before_giving_up():
+    """drop = 50 eps points: the budget of 0.5 needs eps <= 0.01, far below the start; three
+    trials miss it, then a trial aimed at half the budget and, failing that, min_eps."""
+    calls = []
+
+    def run(eps):
+        calls.append(eps)
+        return type("T", (), dict(drop=50 * eps, within_budget=50 * eps <= 0.5))()
+
+    _search(run, 0.2, 3, 0.005, 1.0, 1.25, 0.005)
+    assert calls[1] == pytest.approx(0.2 / 8)  # the proportional step, at most 8x down
+    assert 50 * calls[-1] <= 0.5 and 4 <= len(calls) <= 5 and min(calls) >= 0.005
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(max_drop=-0.1), "max_drop must be a fraction in \\[0, 1\\)"),
     (dict(max_drop=float("nan")), "max_drop must be a fraction"),

@@ -6,15 +6,19 @@ counted in samples (``floor(max_drop n)`` more errors at most, so a budget of 25
 5,000 is exactly 0.5 points).
 
 Search. Net-Trim's relative tolerance eps (the method's other options fixed) sets the size;
-fewer weights survive as eps grows, and the validation accuracy falls, roughly monotonically.
-The search starts at the method's eps and steps in log eps (a factor of 2 until the budget is
-bracketed, then the secant of the validation drop against log eps, aimed at 90 % of the
-budget and kept inside the bracket). It stops when a passing trial uses at least 80 % of the
-budget (a further step changes the accuracy by about the noise of the validation split), when
-the bracket is narrower than ``resolution``, or after ``max_trials`` trials (3 by default: a
-trial costs about one prune, and the whole search is meant to cost at most three). The answer
-is the sparsest passing trial. When no trial passes, one more runs at ``min_epsilon``; when it
-misses the budget too, the result is the original model with status ``budget_unreachable``.
+fewer weights survive as eps grows, and the validation accuracy falls, roughly monotonically
+and, at small eps, about in proportion to eps. The search starts at the method's eps. After a
+passing first trial it doubles eps; after a failing one it takes the proportional step
+eps * 0.9 max_drop / drop (between eps/8 and eps/2). Once two trials exist it follows the
+secant of the validation drop against log eps, aimed at 90 % of the budget and kept inside
+the bracket. It stops when a passing trial uses at least 80 % of the budget (a further step
+changes the accuracy by about the noise of the validation split), when the bracket is
+narrower than ``resolution``, or after ``max_trials`` trials (3 by default: a trial costs
+about one prune, and the whole search is meant to cost at most three). The answer is the
+sparsest passing trial. When no trial passed, one more is aimed at half the budget (the
+secant again, at most 8x below the smallest eps tried), then, if that misses too, one at
+``min_epsilon``; when the last misses the budget, the result is the original model with
+status ``budget_unreachable``.
 
 Reuse between trials: the original network's captures (every layer's targets, and the inputs
 of the layers that see the original network) are taken once, and every layer's ADMM starts
@@ -178,17 +182,22 @@ def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, re
         if lo and hi < math.inf and hi / lo < resolution:
             return
         eps = _next_eps(tried, lo, hi, 90 * max_drop, min_eps, max_eps)
-    if not any(ok for _, _, ok in tried) and min(e for e, _, _ in tried) > min_eps:
-        run(min_eps)  # the budget is unreachable only when the smallest tolerance misses it too
+    for rescue in (_next_eps(tried, 0.0, min(e for e, _, _ in tried), 50 * max_drop, min_eps,
+                             max_eps), min_eps):
+        if any(ok for _, _, ok in tried) or min(e for e, _, _ in tried) <= min_eps:
+            return  # the budget is unreachable only when the smallest tolerance misses it too
+        tried.append((rescue, (trial := run(rescue)).drop, trial.within_budget))
 
 
 def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_eps: float) -> float:
     """Secant of drop against log eps through the two trials nearest ``target`` (points),
-    kept inside (lo, hi) by at least a sixth of the bracket in log eps; else x2 or /2."""
+    kept inside (lo, hi) by at least a sixth of the bracket in log eps (at most 8x below hi
+    while nothing passed); after one trial, x2 when it passed, else the proportional step
+    hi * target / drop, between hi/8 and hi/2."""
     if hi == math.inf and len(tried) < 2:
         return min(2 * lo, max_eps)
     if lo == 0.0 and len(tried) < 2:
-        return max(hi / 2, min_eps)
+        return max(hi * min(max(target / tried[0][1], 1 / 8), 1 / 2), min_eps)
     (e1, d1, _), (e2, d2, _) = sorted(tried, key=lambda t: abs(t[1] - target))[:2]
     guess = None
     if d1 != d2 and e1 != e2:
@@ -197,7 +206,7 @@ def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_ep
     low = math.log(max(lo, min_eps / 2)) if lo else math.log(min_eps)
     high = math.log(min(hi, 2 * max_eps)) if hi < math.inf else math.log(max_eps)
     if lo == 0.0:
-        low = math.log(max(hi / 4, min_eps))
+        low = math.log(max(hi / 8, min_eps))
     if hi == math.inf:
         high = math.log(min(4 * lo, max_eps))
     margin = (high - low) / 6
