@@ -164,6 +164,11 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+# how the table names the rows ("default" is the candidate the search started from)
+LABELS = {"default": "start: reweight 2, refit", "margin 1": "margin 1 (= `NetTrim()`)",
+          "paper": "papers' program (`NetTrim.paper()`)"}
+
+
 def table(summary: dict) -> str:
     """Markdown: kept % at each budget (mean and spread over seeds), seconds per prune."""
     head = "| configuration | " + " | ".join(f"kept at {b}-point drop (mean, spread)" for b in BUDGETS) \
@@ -174,7 +179,7 @@ def table(summary: dict) -> str:
         for b in BUDGETS:
             mean, spread = e[f"mean_{b}"], e[f"spread_{b}"]
             cells.append("-" if mean is None else f"{100 * mean:.2f} % (±{100 * spread / 2:.2f})")
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {e['seconds']:.1f} |")
+        rows.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + f" | {e['seconds']:.1f} |")
     return "\n".join(rows)
 
 
