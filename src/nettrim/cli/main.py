@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_prune_options(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--backend", default="local",
+                   help="local (default) or ray: independent solves as Ray tasks (docs/distributed.md)")
+    p.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join "
+                                                   "(default: start a local Ray)")
     p.add_argument("--restart", action="store_true",
                    help="discard an unfinished run kept in OUT/.nettrim-run instead of resuming it")
 
@@ -192,6 +196,7 @@ def _prune(args, progress: bool) -> int:
     """``nettrim prune``: at a tolerance, or the sparsest model within --max-drop points; exit 3
     (nothing written) when no tolerance keeps the model within the budget."""
     from ..models import load_checkpoint
+    from ..pruners.backend import make_backend
     from ..pruners.resume import RunStore
     from . import workflows as wf
 
@@ -207,13 +212,15 @@ def _prune(args, progress: bool) -> int:
         if "validation" not in info["meta"]:
             print(f"note: {args.checkpoint} records no held-out split; the {size} validation images "
                   "come from its training split and may have been seen in training")
+    backend = make_backend(args.backend, args.address)  # before any output: a bad one writes nothing
     calibration = wf.Calibration(args.dataset, args.samples, args.seed, size, seed, args.data_dir)
     # finished layers and trials are kept in OUT/.nettrim-run until the outputs are written
     with RunStore.in_output(args.out, restart=args.restart) as store:
         out = wf.prune_model(model, calibration, method=_method(args), mode=args.mode,
                              max_drop=args.max_drop, finetune_epochs=args.finetune_epochs,
                              finetune_lr=args.finetune_lr, progress=progress, store=store,
-                             capture=None if args.max_rows is None else {"max_rows": args.max_rows})
+                             capture=None if args.max_rows is None else {"max_rows": args.max_rows},
+                             backend=backend)
         if "result" not in out:
             print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['epsilon']:.4g} "
                   f"loses more than {args.max_drop} points of validation accuracy; nothing written",

@@ -134,14 +134,17 @@ def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=Non
 
 def prune_model(model, calibration: Calibration, *, method: NetTrim | None = None,
                 mode: str = "cascade", max_drop: float | None = None, finetune_epochs=0,
-                finetune_lr=1e-3, capture=None, progress=True, log=print, store=None) -> dict:
+                finetune_lr=1e-3, capture=None, progress=True, log=print, store=None,
+                backend="local") -> dict:
     """Prune ``model`` on the calibration draw: at the method's tolerance, or, with
     ``max_drop`` (points), the sparsest model within that validation budget (``shrink``). The
     test split is evaluated once, for the model returned. Returns {"result", "summary"[,
     "finetuned"]}; with an unreachable budget, {"summary"} alone (status budget_unreachable).
 
     ``store``: an unopened ``RunStore``; it is opened with this run's key (the arguments and the
-    hashes of the model and the data) and keeps every finished layer and trial."""
+    hashes of the model and the data) and keeps every finished layer and trial.
+
+    ``backend``: where the independent solves run ("local", "ray" or a backend object)."""
     xs, val = calibration.draw()
     t0 = time.perf_counter()
     summary = {"dataset": calibration.dataset, "calibration": calibration.record(xs)}
@@ -152,11 +155,11 @@ def prune_model(model, calibration: Calibration, *, method: NetTrim | None = Non
                            finetune=[finetune_epochs, finetune_lr]))
     if max_drop is None:
         result = prune(model, xs, method=method, mode=mode, capture=capture, progress=progress,
-                       store=store)
+                       store=store, backend=backend)
     else:
         require(val is not None, "--max-drop needs a validation split: --validation-size > 0")
         found = shrink(model, xs, val, max_drop / 100, method, mode, capture=capture,
-                       progress=progress, log=log, store=store)
+                       progress=progress, log=log, store=store, backend=backend)
         summary["search"] = found.to_dict()
         summary["search"].pop("report")
         if found.status == Status.BUDGET_UNREACHABLE:

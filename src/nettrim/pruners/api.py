@@ -8,6 +8,7 @@ from torch import nn
 
 from ..capture import trace_layers
 from ..errors import NettrimError, require
+from .backend import make_backend
 from .base import PruningMethod, Target
 from .network import MODES, PruneResult, run_scheme
 from .registry import METHODS, resolve_method
@@ -30,6 +31,8 @@ def prune(
     progress: bool = True,
     capture: dict | None = None,
     store=None,
+    backend: str = "local",
+    address: str | None = None,
     **options,
 ) -> PruneResult:
     """Prune a trained network; returns ``.model`` (a pruned deep copy) and ``.report``.
@@ -61,6 +64,10 @@ def prune(
             within 2 GiB; see ``nettrim.capture.conv``). Each layer reports the rows it used.
         store: a ``nettrim.pruners.resume.RunStore``: finished layers are kept there and an
             interrupted run resumes after its last finished layer (bit-identical result).
+        backend: "local" (this process) or "ray": each layer of a parallel run, and each block
+            of output neurons of a per-neuron Net-Trim layer, becomes a Ray task (the answer is
+            the local one; docs/distributed.md). ``address``: the Ray cluster to join (with
+            "ray" only); without it a local Ray is started.
 
     Any other keyword is an error: options live on the method object.
     """
@@ -69,6 +76,7 @@ def prune(
                            f"options live on the method object, e.g. "
                            f"method=nettrim.NetTrim({sorted(options)[0]}=...)")
     validate_inputs(model, inputs, mode)
+    backend = make_backend(backend, address)
     require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
             f"batch_size must be an integer >= 1, got {batch_size!r}")
     require(counts is None or isinstance(counts, dict),
@@ -88,7 +96,7 @@ def prune(
     return run_scheme(model, inputs, method.layer_method(mode, target), mode=mode,
                       method_name=method.name, settings=record, batch_size=batch_size,
                       cleanup=cleanup, progress=progress, layers=layers, capture=capture,
-                      store=store)
+                      store=store, backend=backend)
 
 
 def validate_inputs(model, inputs, mode) -> None:

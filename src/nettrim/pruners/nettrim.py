@@ -17,7 +17,10 @@
 * ``per_neuron`` (True, or the names of the layers it applies to): one ball per neuron. In
   parallel and for the first layer eps_m = eps_l ||y_m|| / ||Y_l||_F; for a later cascade
   layer the cascade rule neuron by neuron, eps_m = sqrt(gamma) gap_m, so the original weights
-  stay feasible neuron by neuron (``NetTrimMethod.radii``).
+  stay feasible neuron by neuron (``NetTrimMethod.radii``). A layer wide enough for more than
+  one block of output neurons (``backend.neuron_blocks``: at least 64 neurons a block) is
+  solved block by block, each block a program of its own (its own ADMM start, reweighting and
+  certificate check), in this process or as Ray tasks (docs/distributed.md).
 * ``layer_epsilon`` (relative, per layer name): in parallel, and for the first layer, it
   replaces ``epsilon``; for a later cascade layer it is a floor,
   eps_l = max(sqrt(gamma) gap_l, layer_epsilon[l] ||Y_l||_F), so that a layer whose pruned
@@ -38,7 +41,8 @@ import torch
 from ..errors import NettrimError, require
 from ..layer import ADMMSettings, trim_layer
 from ..layer.problem import split_budget
-from ..layer.result import INFEASIBLE
+from ..layer.result import INFEASIBLE, LayerResult
+from .backend import LocalBackend, neuron_blocks, solve_neuron_blocks
 from .base import LayerJob, LayerOutcome, PruningMethod, Target, method_options, slack
 from .structured import STRUCTURES
 
@@ -177,6 +181,7 @@ class NetTrimMethod:
     warm_starts: dict | None = None  # layer name -> (weight, bias) to start ADMM from
     structure: str = "weights"  # "units": group l1 per input unit, then unread units removed
     groups: dict | None = None  # layer name -> (N,) input unit of each feature (set by prepare)
+    backend: object = None  # where the blocks of a per-neuron layer run (None: in this process)
 
     def prepare(self, model, specs, example) -> None:
         """Called by ``run_scheme`` before the first layer: with ``structure="units"``, the
@@ -240,11 +245,7 @@ class NetTrimMethod:
         given = (self.warm_starts or {}).get(job.spec.name)
         if given is not None and tuple(given[0].shape) == tuple(job.weight.shape):
             warm = given  # (a narrower solution of structure="units" cannot start this layer)
-        res = trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, bias=job.bias is not None,
-                         per_neuron=per, settings=self.settings, warm_start=warm,
-                         reweight=self.reweight, refit=self.refit, solve_rows=self.solve_rows,
-                         progress=self.progress,
-                         groups=self._groups(job))
+        res = self._solve(job, ball, V, per, warm)
         if res.status == INFEASIBLE:
             raise NettrimError(self._infeasible(job, ball, res))
         info = {"gap": gap, "slack_margin": self.slack_margin(job),
@@ -256,6 +257,18 @@ class NetTrimMethod:
         return LayerOutcome(res.weight.to(job.weight), None if res.bias is None else res.bias.to(job.weight),
                             status=res.status, iterations=res.iterations, epsilon=res.epsilon,
                             certified=res.within, info=info)
+
+    def _solve(self, job: LayerJob, ball, V, per: bool, warm) -> LayerResult:
+        """``trim_layer`` on the job; with one ball per neuron (l1 program) and more than one
+        block of output neurons (``backend.neuron_blocks``), block by block on ``self.backend``."""
+        groups = self._groups(job)
+        options = dict(bias=job.bias is not None, settings=self.settings, reweight=self.reweight,
+                       refit=self.refit, solve_rows=self.solve_rows)
+        if per and groups is None and len(neuron_blocks(job.Y.shape[1], job.X.shape[1])) > 1:
+            return solve_neuron_blocks(self.backend or LocalBackend(), job.X, job.Y, ball, V=V,
+                                       relu=job.spec.relu, warm_start=warm, **options)
+        return trim_layer(job.X, job.Y, ball, V=V, relu=job.spec.relu, per_neuron=per,
+                          warm_start=warm, progress=self.progress, groups=groups, **options)
 
     def _groups(self, job: LayerJob) -> torch.Tensor | None:
         """The layer's groups with ``structure="units"`` (from ``prepare``, else the layer's own

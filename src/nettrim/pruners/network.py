@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import collections
 import copy
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .bounds import cascade_bound_measured, parallel_bound, spectral_norm
 from .certificate import check_layer
 from .cleanup import remove_dead_units
 from . import resume
+from .backend import Backend, LocalBackend, solve_job
 from .report import LayerReport, PruneReport
 
 MODES = ("cascade", "parallel")
@@ -38,7 +40,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
                method_name: str, settings: dict, batch_size: int = 1024, cleanup: bool = False,
                progress: bool = True, layers: list[str] | None = None,
                on_layer=None, capture: dict | None = None,
-               originals: dict | None = None, store=None) -> PruneResult:
+               originals: dict | None = None, store=None, backend: Backend | None = None) -> PruneResult:
     """Prune a deep copy of ``model`` layer by layer with ``method`` under ``mode``.
 
     ``capture``: options for every layer's capture (``capture_layer``), e.g. ``max_rows`` and
@@ -52,6 +54,10 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     ``store``: a ``nettrim.pruners.resume.RunStore``: each finished layer is kept there, and a
     layer already finished by an earlier run with the same fingerprint is loaded instead of
     solved (the report's ``resumed`` names those layers).
+
+    ``backend`` (``nettrim.pruners.backend``; default in this process): where the layers of a
+    parallel run and the neuron blocks of a per-neuron Net-Trim layer are solved. Cascade
+    layers are solved one after the other whatever the backend.
     """
     capture = {"max_rows": "auto", **(capture or {})}
     originals = {} if originals is None else originals
@@ -68,29 +74,39 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     if hasattr(method, "prepare"):  # e.g. structured Net-Trim: each layer's input units (groups)
         method.prepare(original, specs, inputs[:2])
     pruned = copy.deepcopy(original).eval()
-    reports: list[LayerReport] = []
-    scope, resumed = resume.scheme_scope(store, model, inputs, method, mode, method_name, settings,
-                                         batch_size, layers, capture), []
-    bar = tqdm(specs, desc=f"{method_name} {mode}", unit="layer", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        if layers is not None and spec.name not in layers:
-            continue
-        if resume.restore_layer(scope, spec, pruned, reports):
-            resumed.append(spec.name)
-            continue
-        job = _make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture, originals)
-        if progress and hasattr(method, "progress"):  # ADMM progress on the layer bar
-            method.progress = _admm_postfix(bar, spec.name)
-        t0 = time.perf_counter()
-        outcome = method(job)
+    backend = backend or LocalBackend()
+    if hasattr(method, "backend"):  # Net-Trim's per-neuron blocks
+        method.backend = backend
+    scope = resume.scheme_scope(store, model, inputs, method, mode, method_name, settings,
+                                batch_size, layers, capture)
+    chosen = [s for s in specs if layers is None or s.name in layers]
+    done = _restore(scope, chosen, pruned)
+    resumed = [s.name for s in chosen if s.name in done]
+    todo = [s for s in chosen if s.name not in done]
+    bar = tqdm(total=len(todo), desc=f"{method_name} {mode}", unit="layer", disable=not progress)
+    jobs = collections.deque()  # the jobs made and not yet written back (one, in process)
+
+    def make_jobs():
+        for spec in todo:
+            bar.set_postfix_str(spec.name)
+            if progress and backend.in_process and hasattr(method, "progress"):
+                method.progress = _admm_postfix(bar, spec.name)  # ADMM progress on the layer bar
+            jobs.append(_make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture, originals))
+            yield jobs[-1]
+
+    # parallel: every job independent, mapped on the backend; cascade: one after the other here
+    layer_backend = backend if mode == "parallel" else LocalBackend()
+    for spec, (outcome, seconds) in zip(todo, layer_backend.map(solve_job, make_jobs(), method)):
+        job = jobs.popleft()
         adapter_for(pruned.get_submodule(spec.name), spec.name).set(outcome.weight, outcome.bias)
-        reports.append(_layer_report(job, outcome, time.perf_counter() - t0))
+        done[spec.name] = _layer_report(job, outcome, seconds)
         if scope is not None:
-            scope.save_layer(spec.index, spec.name, outcome.weight, outcome.bias, reports[-1])
+            scope.save_layer(spec.index, spec.name, outcome.weight, outcome.bias, done[spec.name])
         if on_layer is not None:
-            on_layer(reports[-1])
+            on_layer(done[spec.name])
+        bar.update()
     bar.close()
+    reports = [done[s.name] for s in chosen]
     if cleanup and _cleanup(pruned, specs, reports):
         _recertify(original, pruned, specs, inputs, mode, batch_size, capture, reports, originals)
     out_orig = network_output(original, inputs, batch_size)
@@ -109,6 +125,17 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         pruned = method.finish(pruned, report, original=original, specs=specs, inputs=inputs, mode=mode,
                                batch_size=batch_size, capture=capture, originals=originals)
     return PruneResult(pruned, report)
+
+
+def _restore(scope, chosen, pruned) -> dict:
+    """The layers of ``chosen`` finished by an earlier run (``resume``), loaded into ``pruned``:
+    name -> report."""
+    done = {}
+    for spec in chosen:
+        got: list[LayerReport] = []
+        if resume.restore_layer(scope, spec, pruned, got):
+            done[spec.name] = got[0]
+    return done
 
 
 def _admm_postfix(bar, name: str):

@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover
 RUN_DIR = ".nettrim-run"
 FORMAT = "nettrim-run/1"
 PIECE_FORMAT = "nettrim-run-piece/1"
-_SKIP_FIELDS = {"progress"}  # callbacks: not part of what a computation depends on
+_SKIP_FIELDS = {"progress", "backend"}  # callbacks and where it runs: not what a result depends on
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from ..errors import require
 from ..models import predict
 from ..status import Status
 from .api import validate_inputs
+from .backend import make_backend
 from .network import PruneResult, run_scheme
 from . import resume
 from .nettrim import NetTrim
@@ -89,7 +90,7 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
            max_drop: float = 0.005, method: NetTrim | None = None, mode: str = "cascade", *,
            max_trials: int = 3, min_epsilon: float = 0.005, max_epsilon: float = 1.0,
            resolution: float = 1.25, batch_size: int = 1024, capture: dict | None = None,
-           progress: bool = True, log=None, store=None) -> ShrinkResult:
+           progress: bool = True, log=None, store=None, backend=None) -> ShrinkResult:
     """The sparsest Net-Trim model whose validation accuracy is within ``max_drop`` of the
     original's (module docstring for the search).
 
@@ -102,11 +103,14 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
         log: called with one line per trial (the CLI prints them).
         store: a ``nettrim.pruners.resume.RunStore`` keeping every finished layer and trial,
             so that an interrupted search resumes where it stopped (same answer, same bits).
+        backend: where each trial's independent solves run: "local" (default), "ray", or a
+            backend object (``nettrim.pruners.backend``; docs/distributed.md).
     """
     method = NetTrim() if method is None else method
     _validate(model, inputs, validation, max_drop, method, mode, max_trials)
     require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
             f"batch_size must be an integer >= 1, got {batch_size!r}")
+    backend = make_backend("local" if backend is None else backend)
     x_val, y_val = validation
     start = time.perf_counter()
     base_correct = _correct(model, x_val, y_val, batch_size)
@@ -126,7 +130,7 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
                          settings=dict(method=replace(method, epsilon=eps).record(),
                                        samples=int(inputs.shape[0]), capture=dict(capture or {})),
                          batch_size=batch_size, progress=progress, capture=capture,
-                         originals=originals, store=store)
+                         originals=originals, store=store, backend=backend)
         solutions[eps] = {r.name: adapter_for(res.model.get_submodule(r.name), r.name).get()
                           for r in res.report.layers}
         trial = resume.load_trial(scope, len(trials), eps, Trial)
