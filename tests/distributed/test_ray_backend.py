@@ -193,3 +193,15 @@ def test_cli_bad_backend_is_one_line_and_writes_nothing(flags, match, checkpoint
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and match in err and "\n" not in err
     assert not out.exists()
+
+
+def _threads(item, shared):
+    return torch.get_num_threads()
+
+
+def test_each_task_runs_with_its_cpu_share(ray_session):
+    assert list(RayBackend().map(_threads, [0], None)) == [2]
+    assert list(RayBackend().map(_threads, [0, 1, 2], None)) == [1, 1, 1]
+    assert list(RayBackend(threads=1).map(_threads, [0], None)) == [1]
+    with pytest.raises(NettrimError, match="threads=3 per task, but no Ray node has that many CPUs"):
+        RayBackend(threads=3).map(_threads, [0], None)

@@ -57,10 +57,14 @@ class LocalBackend:
 class RayBackend:
     """Each piece a Ray task. ``address``: the cluster to join (None: a local Ray with
     os.cpu_count() CPUs, started on first use; a Ray already initialized in this process is
-    used as it is). ``max_retries``: times Ray runs a task again whose worker died."""
+    used as it is). ``max_retries``: times Ray runs a task again whose worker died.
+    ``threads``: CPUs (and torch threads) per task; None: the cluster's CPUs over the tasks of
+    one map (``_cpu_share``). The solvers' last bits depend on the thread count, so a fixed
+    ``threads`` gives the answer of a local run with that many threads, bit for bit."""
 
     address: str | None = None
     max_retries: int = 1
+    threads: int | None = None
     name: ClassVar[str] = "ray"
     in_process: ClassVar[bool] = False
 
@@ -69,6 +73,8 @@ class RayBackend:
                 f"address must be a Ray address such as 'host:6379', got {self.address!r}")
         require(isinstance(self.max_retries, int) and not isinstance(self.max_retries, bool)
                 and self.max_retries >= 0, f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        require(self.threads is None or isinstance(self.threads, int) and not isinstance(self.threads, bool)
+                and self.threads >= 1, f"threads must be an integer >= 1 or None, got {self.threads!r}")
 
     def connect(self):
         """The ``ray`` module, connected: imported, and initialized unless it already is (then
@@ -87,7 +93,10 @@ class RayBackend:
         items = list(items)
         if not items:
             return iter(())
-        threads = _cpu_share(ray, len(items))
+        nodes = _node_cpus(ray)
+        threads = self.threads or _cpu_share(nodes, len(items))
+        require(threads <= max(nodes, default=0), f"threads={threads} per task, but no Ray node "
+                                                  f"has that many CPUs ({max(nodes, default=0):g} at most)")
         task = _remote(ray).options(num_cpus=threads, max_retries=self.max_retries)
         shared_ref = ray.put(shared)  # once, read by every task
         refs = [task.remote(fn, ray.put(item), shared_ref, threads) for item in items]
@@ -164,12 +173,15 @@ def _check_same_cluster(ray, address: str) -> None:
             f"call ray.shutdown() first, or drop address")
 
 
-def _cpu_share(ray, n_tasks: int) -> int:
+def _node_cpus(ray) -> list[float]:
+    """The CPUs of each live node of the cluster."""
+    return [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+
+
+def _cpu_share(nodes: list[float], n_tasks: int) -> int:
     """CPUs (and torch threads) per task: the cluster's CPUs over the tasks, at least 1 and at
     most one node's CPUs."""
-    nodes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
-    total = sum(nodes) or 1
-    return int(max(1, min(total // n_tasks, max(nodes, default=1))))
+    return int(max(1, min(sum(nodes) // n_tasks, max(nodes, default=1))))
 
 
 _REMOTE = {}
