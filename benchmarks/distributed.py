@@ -1,0 +1,118 @@
+"""Benchmark: the Ray backend against the local one, LeNet-300-100, one ball per neuron, parallel.
+
+The LeNet-300-100 network of ``budget.py`` (MNIST, 15 epochs, 5,000 training images held out,
+training seed 0) is pruned in parallel mode with ``NetTrim(per_neuron=True)`` on its 2,000
+calibration images three ways: in this process with one torch thread, with two threads, and
+with ``RayBackend(threads=1)`` on a local Ray of two CPUs (two workers of one thread; the
+three layers are tasks, and the first layer's four blocks of 75 output neurons are tasks of
+their own). Each answer is compared with the one-thread local answer and the two-thread one:
+bit-identical weights, largest absolute difference, same support, same certified layers.
+Ray's start (``ray.init`` and the workers' first imports, warmed with nested tasks) is timed
+apart from the prune.
+
+Writes benchmarks/results/distributed.json. Run:
+`.venv/bin/python benchmarks/distributed.py [--seed 0]`; ``--quick`` (200 calibration images,
+written to runs/distributed-quick.json) only checks that the script runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from budget import network
+from common import machine, run
+from nettrim import NetTrim, NettrimError, prune
+from nettrim.pruners.backend import RayBackend
+from nettrim.report import write_json_atomic
+
+OUT = Path(__file__).parent / "results" / "distributed.json"
+QUICK_OUT = Path(__file__).parents[1] / "runs" / "distributed-quick.json"
+NET = "lenet-300-100"
+RAY_CPUS = 2
+LOCAL, LOCAL2, RAY = "local, 1 thread", "local, 2 threads", "ray, 2 workers x 1 thread"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0, help="training seed of the network (default 0)")
+    ap.add_argument("--quick", action="store_true", help="200 calibration images: checks the script runs")
+    ap.add_argument("--out", type=Path, default=None, help=f"result file (default {OUT})")
+    args = ap.parse_args()
+    out = args.out or (QUICK_OUT if args.quick else OUT)
+    try:
+        import ray  # noqa: F401  (checked before the local runs)
+    except ImportError:
+        raise NettrimError("this benchmark needs Ray: pip install 'nettrim[ray]'") from None
+    model, xs, *_ = network(NET, args.seed)
+    xs = xs[:200] if args.quick else xs
+    results = {LOCAL: timed_prune(model, xs, 1), LOCAL2: timed_prune(model, xs, 2)}
+    start = start_ray()
+    results[RAY] = timed_prune(model, xs, 1, RayBackend(threads=1))
+    rows = [row(name, res, seconds, results) for name, (res, seconds) in results.items()]
+    write_json_atomic(out, {"machine": machine(), "net": NET, "seed": args.seed, "quick": args.quick,
+                            "samples": int(xs.shape[0]), "mode": "parallel",
+                            "method": NetTrim(per_neuron=True).record(), "ray_cpus": RAY_CPUS,
+                            "ray_start_seconds": start, "runs": rows})
+    for r in rows:
+        print(f"{r['run']}: {r['seconds']:.1f} s, kept {100 * r['kept']:.2f} %, certified "
+              f"{r['certified']}/{r['layers']}; same bits as {LOCAL}: {r['vs ' + LOCAL]['bit_identical']}, "
+              f"as {LOCAL2}: {r['vs ' + LOCAL2]['bit_identical']}")
+    print(f"ray start {start:.1f} s; wrote {out}")
+
+
+def timed_prune(model, xs, threads: int, backend="local"):
+    """(PruneResult, seconds) of NetTrim(per_neuron=True) in parallel mode with ``threads``
+    torch threads in this process."""
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    res = prune(model, xs, method=NetTrim(per_neuron=True), mode="parallel", progress=False,
+                backend=backend)
+    return res, time.perf_counter() - t0
+
+
+def start_ray() -> float:
+    """Seconds to start a local Ray of RAY_CPUS CPUs and its workers (nested tasks, as the
+    per-neuron blocks of a layer task are)."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    outer = RayBackend(threads=1)
+    list(outer.map(_warm_nested, range(RAY_CPUS), outer))
+    return time.perf_counter() - t0
+
+
+def _warm_nested(i, backend):
+    return list(backend.map(_warm, range(2), None))
+
+
+def _warm(i, shared):
+    import nettrim.pruners  # noqa: F401  (the import a real task pays)
+
+    return os.getpid()
+
+
+def row(name: str, res, seconds: float, results: dict) -> dict:
+    """One run's time, size and certificates, and its answer compared with each local run's."""
+    layers = res.report.layers
+    return {"run": name, "seconds": seconds, "kept": 1 - res.report.sparsity,
+            "layers": len(layers), "certified": sum(r.certified for r in layers),
+            "output_error": res.report.output_error,
+            **{f"vs {other}": same(res, results[other][0]) for other in (LOCAL, LOCAL2)}}
+
+
+def same(a, b) -> dict:
+    """Whether two pruned models are one answer: bits, largest difference, support, certificates."""
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return {"bit_identical": all(torch.equal(sa[k], sb[k]) for k in sa),
+            "max_abs_difference": max(float((sa[k] - sb[k]).abs().max()) for k in sa),
+            "same_support": all(torch.equal(sa[k] != 0, sb[k] != 0) for k in sa),
+            "same_certified": [r.certified for r in a.report.layers] == [r.certified for r in b.report.layers]}
+
+
+if __name__ == "__main__":
+    run(main)
