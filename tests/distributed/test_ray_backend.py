@@ -205,3 +205,24 @@ def test_each_task_runs_with_its_cpu_share(ray_session):
     assert list(RayBackend(threads=1).map(_threads, [0], None)) == [1]
     with pytest.raises(NettrimError, match="threads=3 per task, but no Ray node has that many CPUs"):
         RayBackend(threads=3).map(_threads, [0], None)
+
+
+@pytest.mark.parametrize("method", ["threshold", "lobs", "nettrim"])
+def test_every_method_at_a_sparsity_runs_its_layers_as_tasks(ray_session, method):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
+    X = torch.randn(200, 20)
+    run = lambda **kw: prune(net, X, method=method, sparsity=0.5, mode="parallel", progress=False, **kw)
+    assert_same(run(), run(backend="ray"))
+
+
+def test_shrink_with_ray_finds_the_local_answer(ray_session):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
+    X, xv = torch.randn(200, 20), torch.randn(300, 20)
+    val = (xv, net(xv).argmax(1))
+    run = lambda backend: nettrim.shrink(net, X, val, 0.05, NetTrim(settings=FAST), "parallel",
+                                         max_trials=2, progress=False, backend=backend)
+    local, remote = run("local"), run(RayBackend())
+    assert [t.epsilon for t in local.search] == [t.epsilon for t in remote.search]
+    assert_same(local, remote)
