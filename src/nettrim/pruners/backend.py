@@ -84,12 +84,14 @@ class RayBackend:
             _check_reachable(self.address)
         if not ray.is_initialized():
             _init(ray, self.address)
-        elif self.address not in (None, "auto"):
+        elif self.address not in (None, "auto") and "://" not in self.address:
             _check_same_cluster(ray, self.address)
         return ray
 
     def map(self, fn, items, shared):
-        ray = self.connect()
+        ray = _import_ray()
+        if not ray.is_initialized():  # (inside a task, and after make_backend, it is)
+            self.connect()
         items = list(items)
         if not items:
             return iter(())
