@@ -64,7 +64,9 @@ def budget_row(net: str, seed: int) -> dict:
                search_seconds=found.seconds, search_ratio=found.seconds / one_prune,
                trials=len(found.search), dense_test=evaluate(model, *test),
                dense_validation=found.original_accuracy,
-               default_kept=1 - single.report.sparsity)
+               default_kept=1 - single.report.sparsity,
+               search=[dict(epsilon=t.epsilon, kept=t.kept, drop=t.drop, within_budget=t.within_budget,
+                            seconds=t.seconds) for t in found.search])
     if chosen is not None:
         row.update(kept=chosen.kept, epsilon=chosen.epsilon, validation_drop=chosen.drop,
                    test=evaluate(found.model, *test), certified=chosen.certified)

@@ -7,9 +7,9 @@ counted in samples (``floor(max_drop n)`` more errors at most, so a budget of 25
 
 Search. Net-Trim's relative tolerance eps (the method's other options fixed) sets the size;
 fewer weights survive as eps grows, and the validation accuracy falls, roughly monotonically
-and, at small eps, about in proportion to eps. The search starts at the method's eps. After a
-passing first trial it doubles eps; after a failing one it takes the proportional step
-eps * 0.9 max_drop / drop (between eps/8 and eps/2). Once two trials exist it follows the
+and, at small eps, about in proportion to eps. The search starts at the method's eps and
+takes the proportional step eps * 0.9 max_drop / drop: up by 1.25x to 2x after a passing first
+trial, down by 1.25x to 8x after a failing one. Once two trials exist it follows the
 secant of the validation drop against log eps, aimed at 90 % of the budget and kept inside
 the bracket. It stops when a passing trial uses at least 80 % of the budget (a further step
 changes the accuracy by about the noise of the validation split), when the bracket is
@@ -196,12 +196,13 @@ def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, re
 def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_eps: float) -> float:
     """Secant of drop against log eps through the two trials nearest ``target`` (points),
     kept inside (lo, hi) by at least a sixth of the bracket in log eps (at most 8x below hi
-    while nothing passed); after one trial, x2 when it passed, else the proportional step
-    hi * target / drop, between hi/8 and hi/2."""
-    if hi == math.inf and len(tried) < 2:
-        return min(2 * lo, max_eps)
-    if lo == 0.0 and len(tried) < 2:
-        return max(hi * min(max(target / tried[0][1], 1 / 8), 1 / 2), min_eps)
+    while nothing passed); after one trial, the proportional step eps * target / drop, up by
+    1.25x to 2x when it passed, down by 1.25x to 8x when it failed."""
+    if len(tried) < 2:
+        eps, drop, passed = tried[0]
+        factor = target / drop if drop > 0 else math.inf
+        step = min(max(factor, 1.25), 2.0) if passed else min(max(factor, 1 / 8), 1 / 1.25)
+        return min(max(eps * step, min_eps), max_eps)
     (e1, d1, _), (e2, d2, _) = sorted(tried, key=lambda t: abs(t[1] - target))[:2]
     guess = None
     if d1 != d2 and e1 != e2:
