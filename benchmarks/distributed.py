@@ -4,7 +4,7 @@ The LeNet-300-100 network of ``budget.py`` (MNIST, 15 epochs, 5,000 training ima
 training seed 0) is pruned in parallel mode with ``NetTrim(per_neuron=True)`` on its 2,000
 calibration images three ways: in this process with one torch thread, with two threads, and
 with ``RayBackend(threads=1)`` on a local Ray of two CPUs (two workers of one thread; the
-three layers are tasks, and the first layer's four blocks of 75 output neurons are tasks of
+three layers are tasks, and the first layer's two blocks of 150 output neurons are tasks of
 their own). Each answer is compared with the one-thread local answer and the two-thread one:
 bit-identical weights, largest absolute difference, same support, same certified layers.
 Ray's start (``ray.init`` and the workers' first imports, warmed with nested tasks) is timed

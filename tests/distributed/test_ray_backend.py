@@ -24,9 +24,9 @@ FAST = ADMMSettings(max_iterations=400)
 
 
 def wide_net() -> tuple[nn.Module, torch.Tensor]:
-    """Two hidden layers of 160 and 140 units: two blocks of output neurons each."""
+    """Two hidden layers of 260 units: two blocks of output neurons each."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(30, 160), nn.ReLU(), nn.Linear(160, 140), nn.ReLU(), nn.Linear(140, 10))
+    net = nn.Sequential(nn.Linear(30, 260), nn.ReLU(), nn.Linear(260, 260), nn.ReLU(), nn.Linear(260, 10))
     return net, torch.randn(300, 30)
 
 
@@ -44,11 +44,37 @@ def assert_same(a, b) -> None:
 
 def test_blocks_cover_the_neurons_and_stay_large():
     assert neuron_blocks(10, 785) == [(0, 10)]
-    assert neuron_blocks(300, 785) == [(0, 75), (75, 150), (150, 225), (225, 300)]
-    assert neuron_blocks(160, 30) == [(0, 80), (80, 160)]
+    assert neuron_blocks(100, 300) == [(0, 100)]
+    assert neuron_blocks(300, 785) == [(0, 150), (150, 300)]
+    assert neuron_blocks(512, 4608) == [(0, 512)]  # a block at least N / 8 wide
+    assert neuron_blocks(4096, 4096) == [(i * 512, (i + 1) * 512) for i in range(8)]
     blocks = neuron_blocks(5000, 100)
     assert len(blocks) == 16 and blocks[-1][1] == 5000
     assert all(b[0] == a[1] for a, b in zip(blocks, blocks[1:]))
+
+
+class Counting(LocalBackend):
+    """The local backend, recording each map's function and number of items."""
+
+    calls: list = []
+
+    def map(self, fn, items, shared):
+        items = list(items)
+        self.calls.append((fn.__name__, len(items)))
+        return super().map(fn, items, shared)
+
+
+@pytest.mark.parametrize("mode, calls", [
+    ("parallel", [("solve_job", 3), ("_solve_block", 2), ("_solve_block", 2)]),
+    ("cascade", [("_solve_block", 2), ("_solve_block", 2)]),
+])
+def test_what_is_mapped(mode, calls):
+    """parallel: the three layers, and the two blocks of each 260-unit layer; cascade: the blocks."""
+    net, X = wide_net()
+    Counting.calls = []
+    prune(net, X, method=NetTrim(per_neuron=True, settings=FAST), mode=mode, progress=False,
+          backend=Counting())
+    assert Counting.calls == calls
 
 
 @pytest.mark.parametrize("mode", ["parallel", "cascade"])

@@ -27,7 +27,8 @@ from ..layer.problem import split_budget
 from ..layer.result import INFEASIBLE, MAX_ITERATIONS, SOLVED, LayerResult
 
 BACKENDS = ("local", "ray")
-BLOCK_NEURONS = 64  # the fewest output neurons in a block (a block repeats the layer's X^T X)
+BLOCK_NEURONS = 128  # the fewest output neurons in a block
+INPUTS_PER_NEURON = 8  # and at least N / 8 of them: each ADMM iteration of a block reads X
 MAX_BLOCKS = 16
 
 
@@ -240,9 +241,10 @@ def _first_line(exc: BaseException) -> str:
 
 def neuron_blocks(n_outputs: int, n_inputs: int) -> list[tuple[int, int]]:
     """Contiguous blocks [lo, hi) of a layer's output neurons, sizes within one of each
-    other: as many as fit blocks of max(64, n_inputs / 16) neurons, 1 to 16 of them. Each
-    block repeats the layer's (N, N) factorization, so a block is kept large against N."""
-    least = max(BLOCK_NEURONS, math.ceil(n_inputs / 16))
+    other: as many as fit blocks of max(128, n_inputs / 8) neurons, 1 to 16 of them. Every
+    ADMM iteration of a block reads the layer's (P, N) and (N, N) matrices whatever its width,
+    so a block is kept wide against N (docs/distributed.md has the measured cost)."""
+    least = max(BLOCK_NEURONS, math.ceil(n_inputs / INPUTS_PER_NEURON))
     n = max(1, min(MAX_BLOCKS, n_outputs // least))
     bounds = [i * n_outputs // n for i in range(n + 1)]
     return list(zip(bounds, bounds[1:]))
