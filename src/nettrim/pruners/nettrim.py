@@ -18,7 +18,7 @@
   parallel and for the first layer eps_m = eps_l ||y_m|| / ||Y_l||_F; for a later cascade
   layer the cascade rule neuron by neuron, eps_m = sqrt(gamma) gap_m, so the original weights
   stay feasible neuron by neuron (``NetTrimMethod.radii``). A layer wide enough for more than
-  one block of output neurons (``backend.neuron_blocks``: at least max(128, N / 8) neurons a block) is
+  one block of output neurons (``backend.neuron_blocks``: max(128, N / 8) neurons or more) is
   solved block by block, each block a program of its own (its own ADMM start, reweighting and
   certificate check), in this process or as Ray tasks (docs/distributed.md).
 * ``layer_epsilon`` (relative, per layer name): in parallel, and for the first layer, it
