@@ -8,7 +8,7 @@ from torch import nn
 
 from ..capture import trace_layers
 from ..errors import NettrimError, require
-from .backend import make_backend
+from .backend import Backend, make_backend
 from .base import PruningMethod, Target
 from .network import MODES, PruneResult, run_scheme
 from .registry import METHODS, resolve_method
@@ -31,7 +31,7 @@ def prune(
     progress: bool = True,
     capture: dict | None = None,
     store=None,
-    backend: str = "local",
+    backend: str | Backend = "local",
     address: str | None = None,
     **options,
 ) -> PruneResult:
@@ -65,9 +65,10 @@ def prune(
         store: a ``nettrim.pruners.resume.RunStore``: finished layers are kept there and an
             interrupted run resumes after its last finished layer (bit-identical result).
         backend: "local" (this process) or "ray": each layer of a parallel run, and each block
-            of output neurons of a per-neuron Net-Trim layer, becomes a Ray task (the answer is
-            the local one; docs/distributed.md). ``address``: the Ray cluster to join (with
-            "ray" only); without it a local Ray is started.
+            of output neurons of a per-neuron Net-Trim layer, becomes a Ray task; the answer is
+            the local one, bit for bit, at the same torch thread count (docs/distributed.md).
+            ``address``: the Ray cluster to join (with "ray" only); without it a local Ray is
+            started. A ``nettrim.pruners.backend.RayBackend`` object may be passed instead.
 
     Any other keyword is an error: options live on the method object.
     """
@@ -76,7 +77,6 @@ def prune(
                            f"options live on the method object, e.g. "
                            f"method=nettrim.NetTrim({sorted(options)[0]}=...)")
     validate_inputs(model, inputs, mode)
-    backend = make_backend(backend, address)
     require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
             f"batch_size must be an integer >= 1, got {batch_size!r}")
     require(counts is None or isinstance(counts, dict),
@@ -91,6 +91,7 @@ def prune(
     names = getattr(method, "layer_names", lambda: set())() | set(counts or ()) | set(layers or ())
     if names:
         _check_layer_names(model, inputs, names)
+    backend = make_backend(backend, address)  # checked, and Ray joined, before any work
     record = dict(method=method.record(), sparsity=sparsity, counts=counts,
                   samples=int(inputs.shape[0]), capture=dict(capture or {}))
     return run_scheme(model, inputs, method.layer_method(mode, target), mode=mode,
