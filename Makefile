@@ -8,7 +8,7 @@ DATA := $(VENV)/share/datasets
 
 .PHONY: demo test fuzz bench fashion-mnist clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

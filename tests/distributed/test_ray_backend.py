@@ -142,6 +142,8 @@ def test_a_lost_task_is_retried(ray_session, tmp_path):
     (dict(backend="ray", address="nowhere"), "address must be 'host:port'"),
 ])
 def test_bad_backend_input_is_one_line(kwargs, match):
+    if kwargs["backend"] == "ray":
+        pytest.importorskip("ray")
     net, X = wide_net()
     with pytest.raises(NettrimError, match=match) as err:
         prune(net, X, progress=False, **kwargs)
