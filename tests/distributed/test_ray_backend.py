@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import nettrim
 from nettrim import NetTrim, NettrimError, prune
 from nettrim.layer import ADMMSettings
 from nettrim.models import build_model
+from nettrim.pruners import LayerOutcome, PruningMethod
+from nettrim.pruners.base import method_options
 from nettrim.pruners.backend import LocalBackend, RayBackend, make_backend, neuron_blocks
 
 try:  # the workers cannot import this module: its functions travel by value
@@ -129,6 +132,31 @@ def test_a_killed_worker_is_one_line(ray_session):
     with pytest.raises(NettrimError, match="a Ray task was lost") as err:
         list(RayBackend(max_retries=0).map(_kill_worker, [0], None))
     assert "\n" not in str(err.value)
+
+
+@method_options
+class KillsItsWorker(PruningMethod):
+    """A method whose layer method kills the process it runs in on layer "2" and keeps the
+    other layers as they are."""
+
+    name: ClassVar[str] = "kills-its-worker"
+    needs_target: ClassVar[bool] = False
+
+    def layer_method(self, mode, target):
+        return _kill_on_layer_2
+
+
+def _kill_on_layer_2(job):
+    if job.spec.name == "2":
+        os._exit(1)
+    return LayerOutcome(job.weight, job.bias)
+
+
+def test_a_worker_killed_mid_prune_is_one_line_and_returns_nothing(ray_session):
+    net, X = wide_net()
+    with pytest.raises(NettrimError, match=r"^a Ray task was lost \(.*\); nothing was written: run again$"):
+        prune(net, X, method=KillsItsWorker(), mode="parallel", progress=False,
+              backend=RayBackend(max_retries=0))
 
 
 def test_a_lost_task_is_retried(ray_session, tmp_path):
