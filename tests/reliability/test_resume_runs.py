@@ -189,9 +189,10 @@ def test_shrink_interrupted_at_every_piece_resumes_to_the_same_bits(tmp_path):
     nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=store)
     total = _pieces(root)
     store.finish()
-    assert total == 3 * 4  # three trials of three layers, three trial records
+    trials = len(ref.search)
+    assert trials >= 2 and total == 4 * trials  # per trial: three layers and its record
     results = {}
-    for k in (1, 4, 5, 9, total - 1):
+    for k in sorted({1, 4, 5, 9, total - 1} & set(range(1, total))):
         root = tmp_path / f"run-{k}"
         with kill_after(k), pytest.raises(Killed), RunStore(root) as killed:
             nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=killed.open({}))
