@@ -94,14 +94,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=";".join(METHODS), help="names separated by ';'")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     nets = [n for n in args.nets.split(",") if n]
     unknown = sorted(set(nets) - set(NETS))
     if unknown:
         raise SystemExit(f"error: unknown network {', '.join(unknown)}; known: {', '.join(NETS)}")
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m.strip() for m in args.methods.split(";") if m.strip()]
     if sorted(set(methods) - set(METHODS)):
         raise SystemExit(f"error: unknown method {', '.join(sorted(set(methods) - set(METHODS)))}; "
                          f"known: {', '.join(METHODS)}")
