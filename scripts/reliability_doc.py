@@ -123,8 +123,8 @@ def render(data: dict) -> str:
             "shrink trial and every finished compare cell (JSON) in `OUT/.nettrim-run/`, each "
             "written to a temporary file, fsync-ed, renamed and its directory fsync-ed, with a "
             "sha256 of its content. A piece is reused only by the computation that produced it "
-            "(a fingerprint of the model state, the inputs, the layer method with its warm "
-            "starts, the mode, the settings and the capture options), and the run directory "
+            "(a fingerprint of the model state, the inputs, the layer method, the mode, the "
+            "settings and the capture options), and the run directory "
             "holds the run's key (arguments, calibration, validation and model hashes, torch "
             "version and thread count): the same command resumes, another is refused in one "
             "line unless `--restart`. The directory is removed once the outputs are written.",

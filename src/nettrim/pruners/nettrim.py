@@ -178,7 +178,6 @@ class NetTrimMethod:
     solve_rows: int | None = None
     settings: ADMMSettings = ADMMSettings()
     progress: object = None
-    warm_starts: dict | None = None  # layer name -> (weight, bias) to start ADMM from
     structure: str = "weights"  # "units": group l1 per input unit, then unread units removed
     groups: dict | None = None  # layer name -> (N,) input unit of each feature (set by prepare)
     backend: object = None  # where the blocks of a per-neuron layer run (None: in this process)
@@ -242,9 +241,6 @@ class NetTrimMethod:
         # cascade layers after the first: the original weights are feasible and a good start
         # (measured: 3x fewer ADMM iterations); elsewhere the ridge solution starts better
         warm = (job.weight, job.bias) if self.mode == "cascade" and not job.first else None
-        given = (self.warm_starts or {}).get(job.spec.name)
-        if given is not None and tuple(given[0].shape) == tuple(job.weight.shape):
-            warm = given  # (a narrower solution of structure="units" cannot start this layer)
         res = self._solve(job, ball, V, per, warm)
         if res.status == INFEASIBLE:
             raise NettrimError(self._infeasible(job, ball, res))

@@ -24,13 +24,12 @@ Two keys guard against mixing runs:
   holding an unfinished run with another key is refused with one line, or wiped with
   ``restart=True`` (``--restart``);
 * the fingerprint of each scope (:func:`digest`): ``run_scheme`` and ``shrink`` hash what they
-  were given themselves (model state, inputs, the layer method's fields including its warm
-  starts, mode, settings, capture options, batch size), so a piece is only ever reused by the
+  were given themselves (model state, inputs, the layer method's fields, mode, settings,
+  capture options, batch size), so a piece is only ever reused by the
   computation that produced it.
 
 Determinism: a resumed layer is loaded into the pruned copy with the exact bits it was saved
-with, so the cascade's later layers see the same inputs as in an uninterrupted run, and
-``shrink``'s warm starts (the nearest earlier trial's layers) are the same tensors. Results are
+with, so the cascade's later layers see the same inputs as in an uninterrupted run. Results are
 bit-identical on the same machine with the same torch thread count (docs/reliability.md); the
 thread count is part of the CLI's run key for that reason.
 """
@@ -420,7 +419,7 @@ class RunStore:
 def scheme_scope(store: RunStore | None, model, inputs, method, mode, method_name, settings,
                  batch_size, layers, capture) -> Scope | None:
     """The scope of one ``run_scheme`` pass: its fingerprint covers everything a layer's
-    solution depends on (the layer method's fields include its warm starts)."""
+    solution depends on (the layer method's fields among them)."""
     if store is None:
         return None
     require(isinstance(store, RunStore),

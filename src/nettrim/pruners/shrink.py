@@ -21,8 +21,11 @@ secant again, at most 8x below the smallest eps tried), then, if that misses too
 status ``budget_unreachable``.
 
 Reuse between trials: the original network's captures (every layer's targets, and the inputs
-of the layers that see the original network) are taken once, and every layer's ADMM starts
-from the nearest earlier trial's solution of that layer (nearest in log eps).
+of the layers that see the original network) are taken once. Each trial's ADMM starts as a
+single prune does (the original weights in cascade layers after the first): starting from the
+nearest earlier trial's solution gave the same model in 10-25 % more time on LeNet-300-100
+(eps 0.4 -> 0.5) and on the Fashion-MNIST MLP (0.4 -> 0.095), more iterations in every
+hidden layer.
 """
 from __future__ import annotations
 
@@ -33,7 +36,6 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..capture import adapter_for
 from ..errors import require
 from ..models import predict
 from ..status import Status
@@ -116,7 +118,6 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
     base_correct = _correct(model, x_val, y_val, batch_size)
     allowed = math.floor(max_drop * len(y_val) + 1e-9)
     originals: dict = {}
-    solutions: dict[float, dict] = {}  # eps -> layer name -> (weight, bias)
     trials: list[Trial] = []
     results: dict[float, PruneResult] = {}
     scope = resume.search_scope(store, model, inputs, validation, max_drop, method, mode,
@@ -125,14 +126,11 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
     def run(eps: float) -> Trial:
         t0 = time.perf_counter()
         layer_method = replace(method, epsilon=eps).layer_method(mode, None)
-        layer_method.warm_starts = _nearest(solutions, eps)
         res = run_scheme(model, inputs, layer_method, mode=mode, method_name=method.name,
                          settings=dict(method=replace(method, epsilon=eps).record(),
                                        samples=int(inputs.shape[0]), capture=dict(capture or {})),
                          batch_size=batch_size, progress=progress, capture=capture,
                          originals=originals, store=store, backend=backend)
-        solutions[eps] = {r.name: adapter_for(res.model.get_submodule(r.name), r.name).get()
-                          for r in res.report.layers}
         trial = resume.load_trial(scope, len(trials), eps, Trial)
         if trial is None:
             correct = _correct(res.model, x_val, y_val, batch_size)
@@ -218,13 +216,6 @@ def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_ep
     if guess is None or not guess > 0:
         return math.exp((low + high) / 2)
     return math.exp(min(max(math.log(guess), low + margin), high - margin))
-
-
-def _nearest(solutions: dict[float, dict], eps: float) -> dict | None:
-    """The earlier trial's layer solutions nearest to ``eps`` in log eps."""
-    if not solutions:
-        return None
-    return solutions[min(solutions, key=lambda e: abs(math.log(e / eps)))]
 
 
 def _correct(model, x, y, batch_size) -> int:
