@@ -184,11 +184,15 @@ def _search(run, eps: float, max_trials: int, min_eps: float, max_eps: float, re
         if lo and hi < math.inf and hi / lo < resolution:
             return
         eps = _next_eps(tried, lo, hi, 90 * max_drop, min_eps, max_eps)
-    for rescue in (_next_eps(tried, 0.0, min(e for e, _, _ in tried), 50 * max_drop, min_eps,
-                             max_eps), min_eps):
-        if any(ok for _, _, ok in tried) or min(e for e, _, _ in tried) <= min_eps:
-            return  # the budget is unreachable only when the smallest tolerance misses it too
-        tried.append((rescue, (trial := run(rescue)).drop, trial.within_budget))
+    # nothing passed: a trial aimed at half the budget, then one at min_eps (the budget is
+    # unreachable only when the smallest tolerance misses it too)
+    smallest = lambda: min(e for e, _, _ in tried)
+    half = _next_eps(tried, 0.0, smallest(), 50 * max_drop, min_eps, max_eps)
+    for eps in (half, min_eps):
+        if any(ok for _, _, ok in tried) or smallest() <= min_eps:
+            return
+        trial = run(eps)
+        tried.append((eps, trial.drop, trial.within_budget))
 
 
 def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_eps: float) -> float:
