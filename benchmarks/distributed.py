@@ -114,5 +114,21 @@ def same(a, b) -> dict:
             "same_certified": [r.certified for r in a.report.layers] == [r.certified for r in b.report.layers]}
 
 
+def table(data: dict) -> str:
+    """Markdown: each run's time, speed-up over the one-thread local run, size, certificates,
+    and its answer against the one-thread local answer."""
+    base = next(r["seconds"] for r in data["runs"] if r["run"] == LOCAL)
+    rows = ["| run | seconds | speed-up over local, 1 thread | weights kept | layers certified | "
+            "same bits as local, 1 thread | largest weight difference | same support |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in data["runs"]:
+        v = r[f"vs {LOCAL}"]
+        rows.append(f"| {r['run']} | {r['seconds']:.1f} | {base / r['seconds']:.2f}x | "
+                    f"{100 * r['kept']:.2f} % | {r['certified']} of {r['layers']} | "
+                    f"{'yes' if v['bit_identical'] else 'no'} | {v['max_abs_difference']:.3g} | "
+                    f"{'yes' if v['same_support'] else 'no'} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     run(main)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import budget  # noqa: E402
 import default_config  # noqa: E402
+import distributed  # noqa: E402
 import export_tables  # noqa: E402
 import fixed_count  # noqa: E402
 import speed  # noqa: E402
@@ -40,6 +41,7 @@ BLOCKS = {  # name: (file under the repository root, result files, renderer of t
     "default_vs_paper": ("docs/results.md", ("budget.json",), lambda d: budget.compare_table(d["compare"])),
     "fixed_count": ("docs/results.md", ("fixed_count.json",), fixed_count.table),
     "speed": ("docs/results.md", ("speed.json",), speed.table),
+    "distributed": ("docs/distributed.md", ("distributed.json",), distributed.table),
     "structured_grid": ("docs/structured.md", ("structured.json",), structured.grid_table),
     "structured_result": ("docs/structured.md", ("structured.json",), structured.result_table),
     "structured_speed": ("docs/structured.md", ("inference.json",), structured.speed_table),

@@ -18,7 +18,7 @@ def tables():
     return tables
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/export.md", "docs/results.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/export.md", "docs/results.md", "docs/distributed.md"])
 def test_committed_tables_equal_the_generated_ones(tables, doc):
     text = (ROOT / doc).read_text()
     names = {name for name, (where, _, _) in tables.BLOCKS.items() if where == doc}
