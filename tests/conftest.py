@@ -28,3 +28,23 @@ def fashion_mnist():
     marker = readers.FASHION_DIRS[0].with_name("fashion-mnist.unavailable")
     if not readers.fashion_mnist_dir().is_dir() and marker.is_file():
         pytest.skip(marker.read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def mlp_checkpoint(tmp_path_factory):
+    """An mlp-60-60 checkpoint trained for one epoch on 2,000 MNIST images (one thread), for the
+    CLI tests that need a real trained network on disk."""
+    from nettrim.data import load_dataset, subset
+    from nettrim.models import build_model, save_checkpoint, train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, y = load_dataset("mnist", "train")
+    xs, ys = subset(x, y, 2000, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp-60-60")
+    train(model, xs, ys, epochs=1, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
+    torch.set_num_threads(threads)
+    return path

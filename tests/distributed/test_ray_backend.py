@@ -208,20 +208,9 @@ def test_an_address_other_than_the_connected_cluster_is_refused(ray_session):
     assert isinstance(make_backend("ray", current), RayBackend)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """An mlp-60-60 trained briefly on 1000 MNIST images."""
-    from nettrim.data import load_dataset, subset
-    from nettrim.models import save_checkpoint, train
-
-    x, y = load_dataset("mnist", "train")
-    xs, ys = subset(x, y, 1000, seed=0)
-    torch.manual_seed(0)
-    model = build_model("mlp-60-60")
-    train(model, xs, ys, epochs=1, seed=0, progress=False)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
-    return path
+@pytest.fixture
+def checkpoint(mlp_checkpoint):
+    return mlp_checkpoint
 
 
 def test_cli_prune_with_ray_writes_the_local_answer(ray_session, checkpoint, tmp_path, capsys):

@@ -19,9 +19,8 @@ from torch import nn
 
 import nettrim
 from nettrim.cli.main import main
-from nettrim.data import load_dataset, subset
 from nettrim.errors import NettrimError
-from nettrim.models import build_model, save_checkpoint, train
+from nettrim.models import build_model
 from nettrim.pruners import resume
 from nettrim.pruners.resume import RUN_DIR, RunStore
 
@@ -53,16 +52,9 @@ def _same_bits(a: dict, b: dict) -> bool:
 
 # ---- a real process, killed ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    x, y = load_dataset("mnist", "train")
-    xs, ys = subset(x, y, 2000, seed=0)
-    torch.manual_seed(0)
-    model = build_model("mlp-60-60")
-    train(model, xs, ys, epochs=1, seed=0, progress=False)
-    path = tmp_path_factory.mktemp("resume") / "mlp.pt"
-    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
-    return path
+@pytest.fixture
+def checkpoint(mlp_checkpoint):
+    return mlp_checkpoint
 
 
 def _cli(ckpt: Path, out: Path) -> list[str]:

@@ -9,10 +9,9 @@ import torch
 
 import nettrim
 from nettrim.cli.main import main
-from nettrim.data import load_dataset, subset
 from nettrim.errors import NettrimError
 from nettrim.layer import trim_layer
-from nettrim.models import build_model, load_checkpoint, save_checkpoint, train
+from nettrim.models import build_model, load_checkpoint, save_checkpoint
 from nettrim.models.architectures import widths_kwargs
 from nettrim.pruners.structured import magnitude_units
 
@@ -94,17 +93,9 @@ def test_narrow_network_round_trips_through_checkpoint_export_and_onnx(narrow, a
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.set_num_threads(1)
-    x, y = load_dataset("mnist", "train")
-    xs, ys = subset(x, y, 2000, seed=0)
-    torch.manual_seed(0)
-    model = build_model("mlp-60-60")
-    train(model, xs, ys, epochs=1, seed=0, progress=False)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
-    return path
+@pytest.fixture
+def checkpoint(mlp_checkpoint):
+    return mlp_checkpoint
 
 
 def test_cli_prune_structure_units(checkpoint, tmp_path, capsys):
