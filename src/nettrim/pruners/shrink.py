@@ -112,7 +112,7 @@ def shrink(model: nn.Module, inputs: torch.Tensor, validation: tuple[torch.Tenso
     _validate(model, inputs, validation, max_drop, method, mode, max_trials)
     require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
             f"batch_size must be an integer >= 1, got {batch_size!r}")
-    backend = make_backend("local" if backend is None else backend)
+    backend = make_backend(backend or "local")
     x_val, y_val = validation
     start = time.perf_counter()
     base_correct = _correct(model, x_val, y_val, batch_size)
@@ -210,12 +210,8 @@ def _next_eps(tried, lo: float, hi: float, target: float, min_eps: float, max_ep
     if d1 != d2 and e1 != e2:
         t = (target - d1) / (d2 - d1)
         guess = math.exp(math.log(e1) + t * (math.log(e2) - math.log(e1)))
-    low = math.log(max(lo, min_eps / 2)) if lo else math.log(min_eps)
-    high = math.log(min(hi, 2 * max_eps)) if hi < math.inf else math.log(max_eps)
-    if lo == 0.0:
-        low = math.log(max(hi / 8, min_eps))
-    if hi == math.inf:
-        high = math.log(min(4 * lo, max_eps))
+    low = math.log(max(lo, min_eps / 2)) if lo else math.log(max(hi / 8, min_eps))
+    high = math.log(min(hi, 2 * max_eps)) if hi < math.inf else math.log(min(4 * lo, max_eps))
     margin = (high - low) / 6
     if guess is None or not guess > 0:
         return math.exp((low + high) / 2)
