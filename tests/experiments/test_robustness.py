@@ -28,19 +28,22 @@ def test_noise_has_the_requested_ratio():
 
 def test_accuracy_decreases_with_noise(quick):
     _, payload = quick
-    assert payload["summary"]["all_decrease_with_noise"]
-    for name, c in payload["curves"].items():
+    run = payload["runs"][0]
+    assert run["summary"]["all_decrease_with_noise"]
+    for name, c in run["curves"].items():
         m = c["mean"]
         assert m[0] > m[-1], (name, m)
         assert m[1] >= m[-1] - 1.0, (name, m)
-    assert set(payload["curves"]) == {"original", "nettrim g=0.1", "threshold g=0.1"}
+    assert set(run["curves"]) == {"original", "nettrim g=0.1", "threshold g=0.1"}
 
 
 def test_same_counts_and_files(quick):
     out, payload = quick
-    nz = payload["nonzero"]
+    run = payload["runs"][0]
+    nz = run["nonzero"]
     assert nz["nettrim g=0.1"] == nz["threshold g=0.1"] < nz["original"] / 2
-    assert payload["pruned"]["0.1"]["sparsity"] > 0.5
+    assert run["pruned"]["0.1"]["sparsity"] > 0.5
+    assert payload["seeds"] == [run["seed"]] == [0]
     data = json.loads((out / rb.JSON_NAME).read_text())
     assert (out / rb.PNG_NAME).read_bytes()[:4] == b"\x89PNG"
     assert "| original |" in rb.markdown_section(data)

@@ -5,7 +5,9 @@ hard-thresholded at the same per-layer non-zero counts. Each network is evaluate
 images with additive Gaussian noise at norm ratios r = ||noise|| / ||x|| from 0 to 2, where x
 is the network input (the normalized image) and the ratio holds exactly per image:
 noise = r ||x|| z / ||z||, z ~ N(0, I). The same noise draws are used for every network
-(paired comparison); accuracies are averaged over the draws (mean and std reported).
+(paired comparison); accuracies are averaged over the draws. The full preset repeats all
+of it for 3 seeds (network, calibration draw and noise draws); tables give the mean over seeds
+± half the range between them.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from ..data import subset
 from ..models import count_nonzero, evaluate
 from ..pruners import NetTrim, prune
 from . import zoo
-from .common import AdmmPreset, begin_run, write_run
+from .common import SPREAD, AdmmPreset, begin_run, count_true, pm, seed_list, stack, write_run
 from .depth import layer_nnz, thresholded
 
 JSON_NAME = "robustness.json"
@@ -35,6 +37,7 @@ class Preset(AdmmPreset):
     draws: int
     samples: int
     test_samples: int | None
+    seeds: int = 1
     mode: str = "cascade"
     gamma: float = 1.1
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
@@ -54,9 +57,9 @@ FULL = Preset(
     net=dict(arch="lenet-300-100", dataset="mnist", epochs=6, train_samples=None),
     epsilons=(0.05, 0.1, 0.2), ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5,
                                        1.75, 2.0),
-    draws=5, samples=1000, test_samples=None,
+    draws=5, samples=1000, test_samples=None, seeds=3,
     description="LeNet-300-100 (6 epochs on all MNIST), Net-Trim cascade at g = 0.05, 0.1, 0.2 "
-                "on 1,000 samples; full test set, 5 noise draws per ratio.")
+                "on 1,000 samples; full test set, 5 noise draws per ratio; 3 seeds.")
 
 PRESETS = {"quick": QUICK, "full": FULL}
 
@@ -152,27 +155,35 @@ def summarize(res: dict, ratios) -> dict:
 
 
 def plot(payload: dict):
+    """Left: accuracy against the noise ratio per network (mean over seeds, band: min-max over
+    seeds). Right: the paired differences Net-Trim - threshold and Net-Trim - original."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     ratios = payload["ratios"]
+    st = stack(payload["runs"])
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
     ax = axes[0]
-    keys = list(payload["pruned"])
+    keys = list(st["pruned"])
     cmap = plt.get_cmap("viridis")
-    for name, c in payload["curves"].items():
+
+    def band(ax, values, style, color, label, ms=4):
+        v = np.asarray(values, float)  # (ratios, seeds)
+        ax.plot(ratios, v.mean(1), style, color=color, ms=ms, label=label)
+        if v.shape[1] > 1:
+            ax.fill_between(ratios, v.min(1), v.max(1), color=color, alpha=0.15)
+
+    for name, c in st["curves"].items():
         if name == "original":
             style, color = "-o", "k"
         else:
             key = name.split("g=")[1]
             color = cmap(keys.index(key) / max(1, len(keys) - 1) * 0.85)
             style = "-s" if name.startswith("nettrim") else "--^"
-        nz = payload["nonzero"][name]
-        m, s = np.array(c["mean"]), np.array(c["std"])
-        ax.plot(ratios, m, style, color=color, ms=4, label=f"{name} ({nz} non-zeros)")
-        ax.fill_between(ratios, m - s, m + s, color=color, alpha=0.12)
+        nz = np.mean(st["nonzero"][name])
+        band(ax, c["mean"], style, color, f"{name} ({nz:.0f} non-zeros)")
     ax.set_xlabel("noise ratio ||noise|| / ||x||")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy under Gaussian input noise")
@@ -181,11 +192,9 @@ def plot(payload: dict):
     ax = axes[1]
     for key in keys:
         color = cmap(keys.index(key) / max(1, len(keys) - 1) * 0.85)
-        g = payload["summary"]["gaps"][key]
-        ax.plot(ratios, g["nettrim_minus_threshold"], "-s", color=color, ms=4,
-                label=f"Net-Trim - threshold, g={key}")
-        ax.plot(ratios, g["nettrim_minus_original"], ":o", color=color, ms=3,
-                label=f"Net-Trim - original, g={key}")
+        g = st["summary"]["gaps"][key]
+        band(ax, g["nettrim_minus_threshold"], "-s", color, f"Net-Trim - threshold, g={key}")
+        band(ax, g["nettrim_minus_original"], ":o", color, f"Net-Trim - original, g={key}", 3)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("noise ratio")
     ax.set_ylabel("accuracy difference (points)")
@@ -197,41 +206,50 @@ def plot(payload: dict):
 
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
-    """Run a preset and write ``robustness.json`` and ``robustness.png`` into ``out_dir``."""
+    """Run a preset (``p.seeds`` seeds from ``seed`` on) and write ``robustness.json`` and
+    ``robustness.png`` into ``out_dir``."""
     p, out_dir, start = begin_run(out_dir, preset, PRESETS)
-    res = run(p, seed=seed, progress=progress)
-    payload = dict(experiment="robustness", preset=p.name, seed=seed, description=p.description,
-                   mode=p.mode, gamma=p.gamma, admm=dict(p.admm), samples=p.samples,
-                   ratios=list(p.ratios), draws=p.draws, **res,
-                   summary=summarize(res, list(p.ratios)))
+    runs = []
+    for s in seed_list(seed, p.seeds):
+        res = run(p, seed=s, progress=progress)
+        runs.append(dict(seed=s, **res, summary=summarize(res, list(p.ratios))))
+    payload = dict(experiment="robustness", preset=p.name, seed=seed, seeds=seed_list(seed, p.seeds),
+                   description=p.description, mode=p.mode, gamma=p.gamma, admm=dict(p.admm),
+                   samples=p.samples, ratios=list(p.ratios), draws=p.draws, runs=runs)
     return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:
+    """The docs section: pruned networks, the accuracy table and the paired differences,
+    every number the mean over seeds ± half-range."""
     ratios = payload["ratios"]
+    st = stack(payload["runs"])
+    n = len(payload["runs"])
     lines = ["## Robustness to Gaussian input noise", "", "```",
              f"nettrim experiment robustness --preset {payload['preset']} --out runs/robustness",
-             "```", "", payload["description"], ""]
-    for key, v in payload["pruned"].items():
-        kept = " / ".join(f"{100 * x:.1f}" for x in v["kept_per_layer"].values())
-        lines.append(f"- g = {key}: {100 * v['sparsity']:.1f} % removed (kept per layer {kept} %), "
-                     f"relative output discrepancy {v['rel_output_error']:.3f} on the pruning "
-                     "samples")
-    lines += ["", "Test accuracy (%), mean over draws (std):", "",
+             "```", "", payload["description"], "",
+             f"Every number: {SPREAD} ({n} seed{'s' if n > 1 else ''}: network, calibration "
+             "draw and noise draws).", ""]
+    for key, v in st["pruned"].items():
+        kept = " / ".join(pm(x, ".1f", 100) for x in v["kept_per_layer"].values())
+        lines.append(f"- g = {key}: {pm(v['sparsity'], '.1f', 100)} % removed (kept per layer "
+                     f"{kept} %), relative output discrepancy {pm(v['rel_output_error'], '.3f')} "
+                     "on the pruning samples")
+    lines += ["", "Test accuracy (%), each seed's mean over the noise draws:", "",
               "| network | non-zeros | " + " | ".join(f"r={r:g}" for r in ratios) + " |",
               "|---" * (len(ratios) + 2) + "|"]
-    for name, c in payload["curves"].items():
-        lines.append(f"| {name} | {payload['nonzero'][name]} | " + " | ".join(
-            f"{m:.2f}" + (f" ({s:.2f})" if s > 0 else "") for m, s in zip(c["mean"], c["std"]))
-            + " |")
-    s = payload["summary"]
+    for name, c in st["curves"].items():
+        lines.append(f"| {name} | {pm(st['nonzero'][name], '.0f')} | "
+                     + " | ".join(pm(m) for m in c["mean"]) + " |")
+    draw_std = max(max(max(c["std"]) for c in r["curves"].values()) for r in payload["runs"])
+    s = st["summary"]
     lines += ["", f"- every network loses accuracy as the noise grows: "
-                  f"{'yes' if s['all_decrease_with_noise'] else 'NO'}"]
+                  f"{count_true(s['all_decrease_with_noise'])} seeds; the largest std over "
+                  f"noise draws is {draw_std:.2f} points"]
+    last = f"r = {ratios[-1]:g}"
     for key, g in s["gaps"].items():
-        d = g["nettrim_minus_threshold"]
+        d, o = g["nettrim_minus_threshold"], g["nettrim_minus_original"]
         lines.append(f"- g = {key}: Net-Trim minus thresholding at the same counts: "
-                     f"{d[0]:+.2f} points clean, {max(d):+.2f} at most, {d[-1]:+.2f} at r = "
-                     f"{ratios[-1]:g}; Net-Trim minus original: clean "
-                     f"{g['nettrim_minus_original'][0]:+.2f}, at r = {ratios[-1]:g} "
-                     f"{g['nettrim_minus_original'][-1]:+.2f}")
+                     f"{pm(d[0])} points clean, {pm(d[-1])} at {last}; Net-Trim minus "
+                     f"original: {pm(o[0])} clean, {pm(o[-1])} at {last}")
     return "\n".join(lines) + "\n"
