@@ -19,6 +19,14 @@ Parallel speed-up. In the parallel scheme the layers are independent problems. T
 
 The first layer's program is the same in both schemes; it is solved once and shared, and each
 scheme's reported time counts it as if the scheme had run alone.
+
+Generalization (the Net-Trim papers' remark that pruning can slightly reduce the
+generalization error): every pruned network's accuracy on the held-out test images minus the
+original's, and on 10,000 training images, so the train-test gap is visible too. Nothing is
+selected on the test images: every g of the sweep is reported.
+
+Seeds: the full preset repeats everything for 3 seeds (seed s: network s, calibration draw
+s + 1); its sweep was shrunk from g = 0.01..0.3 to 0.02..0.3 (g = 0.01 took 80 % of the time).
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ from ..layer import ADMMSettings, trim_layer
 from ..models import evaluate
 from . import zoo
 from .bounds import nettrim_modes
-from .common import AdmmPreset, begin_run, write_run
+from .common import SPREAD, AdmmPreset, begin_run, count_true, pm, seed_list, stack, write_run
 
 JSON_NAME = "cascade_vs_parallel.json"
 PNG_NAME = "cascade_vs_parallel.png"
@@ -57,6 +65,8 @@ class Preset(AdmmPreset):
     gamma: float = 1.1
     pool_epsilons: tuple[float, ...] = ()  # g values at which the 2-worker pool is measured
     workers: int = 2
+    seeds: int = 1
+    train_eval: int = 10000  # training images on which the train accuracy is measured
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
     description: str = ""
 
@@ -71,11 +81,11 @@ QUICK = Preset(
 FULL = Preset(
     name="full",
     net=dict(arch="lenet-300-100", dataset="mnist", epochs=6, train_samples=None),
-    epsilons=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3), samples=1000, test_samples=10000,
-    pool_epsilons=(0.1,),
+    epsilons=(0.02, 0.05, 0.1, 0.2, 0.3), samples=1000, test_samples=10000,
+    pool_epsilons=(0.1,), seeds=3,
     description="LeNet-300-100 (6 epochs on all MNIST), pruned on 1,000 samples, g in "
-                "0.01..0.3; speed-up estimated from per-layer times and measured with a "
-                "2-process pool at g = 0.1.")
+                "0.02..0.3; speed-up estimated from per-layer times and measured with a "
+                "2-process pool at g = 0.1; 3 seeds (network and calibration draw).")
 
 PRESETS = {"quick": QUICK, "full": FULL}
 
@@ -213,8 +223,11 @@ def run(p: Preset, seed: int = 0, progress: bool = True) -> dict:
     data = zoo.load_data(p.net["dataset"])
     x_tr, _ = subset(data.x_train, data.y_train, p.samples, seed=seed + 1)
     x_te, y_te = subset(data.x_test, data.y_test, p.test_samples, seed=seed + 1)
+    x_ev, y_ev = subset(data.x_train, data.y_train, min(p.train_eval, len(data.y_train)),
+                        seed=seed + 2)
     ref_test = network_output(model, x_te)
     acc0 = evaluate(model, x_te, y_te)
+    train0 = evaluate(model, x_ev, y_ev)
     settings = p.settings()
     points: dict[str, list[dict]] = {m: [] for m in MODES}
     for eps in tqdm(p.epsilons, desc="cascade vs parallel", disable=not progress, unit="eps"):
@@ -231,6 +244,7 @@ def run(p: Preset, seed: int = 0, progress: bool = True) -> dict:
                 rel_error_train=rep.output_error / rep.output_norm,
                 rel_error_test=float((out_te - ref_test).norm() / ref_test.norm()),
                 test_accuracy=evaluate(res.model, x_te, y_te),
+                train_accuracy=evaluate(res.model, x_ev, y_ev),
                 status=[r.status for r in rep.layers],
                 iterations=[r.iterations for r in rep.layers],
                 layer_seconds=layer_sec, seconds=rep.seconds,
@@ -250,29 +264,43 @@ def run(p: Preset, seed: int = 0, progress: bool = True) -> dict:
         estimated_speedup_unlimited=float(np.mean([e["speedup_unlimited"] for e in est])),
         estimated_speedup_2_workers=float(np.mean([e["speedup_workers"] for e in est])),
         measured_pool_speedup=[q["speedup"] for q in pool])
-    return dict(model=zoo.describe(info), test_accuracy_before=acc0, samples=p.samples,
+    return dict(model=zoo.describe(info), test_accuracy_before=acc0,
+                train_accuracy_before=train0, samples=p.samples,
                 test_samples=p.test_samples, gamma=p.gamma, admm=dict(p.admm), points=points,
                 comparison=comparison, pool=pool, summary=summary)
 
 
-def plot(res: dict):
+def _errorbar(ax, x, y, style, color, label, **kw):
+    """Mean over seeds with min-max error bars on both axes (x, y: one list per point)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    xm, ym = x.mean(1), y.mean(1)
+    ax.errorbar(xm, ym, xerr=[xm - x.min(1), x.max(1) - xm], yerr=[ym - y.min(1), y.max(1) - ym],
+                fmt=style, color=color, label=label, capsize=2, ms=4, **kw)
+    return xm, ym
+
+
+def plot(payload: dict):
+    """Sparsity against discrepancy, accuracy against sparsity, wall time; means over seeds
+    with min-max error bars."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    st = stack(payload["runs"])
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     colors = {"parallel": "tab:blue", "cascade": "tab:red"}
     ax = axes[0]
     for m in MODES:
-        pts = res["points"][m]
-        ax.plot([q["rel_error_train"] for q in pts], [100 * q["sparsity"] for q in pts], "-o",
-                color=colors[m], label=f"{m} (train)")
-        ax.plot([q["rel_error_test"] for q in pts], [100 * q["sparsity"] for q in pts], ":s",
-                color=colors[m], alpha=0.6, label=f"{m} (test)")
-        for q in pts:
-            ax.annotate(f"{q['epsilon']:g}", (q["rel_error_train"], 100 * q["sparsity"]),
-                        fontsize=7, xytext=(3, -8), textcoords="offset points", color=colors[m])
+        pts = st["points"][m]
+        sp = [[100 * v for v in q["sparsity"]] for q in pts]
+        xm, ym = _errorbar(ax, [q["rel_error_train"] for q in pts], sp, "-o", colors[m],
+                           f"{m} (train)")
+        _errorbar(ax, [q["rel_error_test"] for q in pts], sp, ":s", colors[m], f"{m} (test)",
+                  alpha=0.6)
+        for q, a, b in zip(pts, xm, ym):
+            ax.annotate(f"{q['epsilon'][0]:g}", (a, b), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points", color=colors[m])
     ax.set_xscale("log")
     ax.set_xlabel("relative output discrepancy ||Yhat_L - Y_L|| / ||Y_L||")
     ax.set_ylabel("weights removed (%)")
@@ -281,81 +309,127 @@ def plot(res: dict):
     ax.legend(fontsize=8)
     ax = axes[1]
     for m in MODES:
-        pts = res["points"][m]
-        ax.plot([100 * q["sparsity"] for q in pts], [q["test_accuracy"] for q in pts], "-o",
-                color=colors[m], label=m)
-    ax.axhline(res["test_accuracy_before"], color="k", lw=0.8, ls="--", label="original")
+        pts = st["points"][m]
+        _errorbar(ax, [[100 * v for v in q["sparsity"]] for q in pts],
+                  [q["test_accuracy"] for q in pts], "-o", colors[m], m)
+    ax.axhline(np.mean(st["test_accuracy_before"]), color="k", lw=0.8, ls="--", label="original")
     ax.set_xlabel("weights removed (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy (no fine-tuning)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax = axes[2]
-    eps = [q["epsilon"] for q in res["points"]["parallel"]]
+    par = st["points"]["parallel"]
+    eps = [q["epsilon"][0] for q in par]
     x = np.arange(len(eps))
-    ax.bar(x - 0.3, [q["seconds"] for q in res["points"]["cascade"]], 0.2, color=colors["cascade"],
-           label="cascade (sequential)")
-    ax.bar(x - 0.1, [q["seconds"] for q in res["points"]["parallel"]], 0.2,
-           color=colors["parallel"], label="parallel, 1 worker")
-    ax.bar(x + 0.1, [q["speedup_estimate"]["makespan"] for q in res["points"]["parallel"]], 0.2,
-           color="tab:cyan", label="parallel, 2 workers (est.)")
-    ax.bar(x + 0.3, [q["speedup_estimate"]["one_worker_per_layer"]
-                     for q in res["points"]["parallel"]], 0.2, color="tab:green",
-           label="parallel, 1 worker/layer (est.)")
-    for q in res["pool"]:
-        i = eps.index(q["epsilon"]) if q["epsilon"] in eps else None
-        if i is not None:
-            ax.plot([i + 0.1], [q["pool_wall"]], "k*", ms=10, label="2-process pool (measured)")
+    bars = (("cascade (sequential)", colors["cascade"], [q["seconds"] for q in st["points"]["cascade"]]),
+            ("parallel, 1 worker", colors["parallel"], [q["seconds"] for q in par]),
+            ("parallel, 2 workers (est.)", "tab:cyan", [q["speedup_estimate"]["makespan"] for q in par]),
+            ("parallel, 1 worker/layer (est.)", "tab:green",
+             [q["speedup_estimate"]["one_worker_per_layer"] for q in par]))
+    for j, (label, color, vals) in enumerate(bars):
+        v = np.asarray(vals, float)
+        ax.bar(x - 0.3 + 0.2 * j, v.mean(1), 0.2, color=color, label=label,
+               yerr=[v.mean(1) - v.min(1), v.max(1) - v.mean(1)], capsize=2)
     ax.set_xticks(x, [f"{e:g}" for e in eps])
     ax.set_xlabel("g")
     ax.set_ylabel("seconds")
-    ax.set_title("wall time")
+    ax.set_title("wall time (bars: mean, whiskers: min-max over seeds)")
     ax.legend(fontsize=7)
     return fig
 
 
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
          progress: bool = True) -> dict:
-    """Run a preset and write ``cascade_vs_parallel.json`` and ``.png`` into ``out_dir``."""
+    """Run a preset (``p.seeds`` seeds from ``seed`` on) and write ``cascade_vs_parallel.json``
+    and ``.png`` into ``out_dir``."""
     p, out_dir, start = begin_run(out_dir, preset, PRESETS)
-    res = run(p, seed=seed, progress=progress)
+    runs = [dict(seed=s, **run(p, seed=s, progress=progress)) for s in seed_list(seed, p.seeds)]
     payload = dict(experiment="cascade_vs_parallel", preset=p.name, seed=seed,
-                   description=p.description, epsilons=list(p.epsilons), **res)
-    return write_run(out_dir, payload, plot(res), start, PNG_NAME, JSON_NAME)
+                   seeds=seed_list(seed, p.seeds), description=p.description,
+                   epsilons=list(p.epsilons), samples=p.samples, test_samples=p.test_samples,
+                   runs=runs)
+    return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
+
+
+def equal_discrepancy_lines(runs: list[dict]) -> list[str]:
+    """Sparsity advantage at equal training discrepancy per g, pooled over the seeds in which
+    the point falls inside the other scheme's range."""
+    lines = []
+    for key, label in (("cascade_vs_parallel", "cascade point vs parallel curve"),
+                       ("parallel_vs_cascade", "parallel point vs cascade curve")):
+        by_eps: dict[float, list[dict]] = {}
+        for r in runs:
+            for q in r["comparison"][key]["points"]:
+                by_eps.setdefault(q["epsilon"], []).append(q)
+        for eps, qs in sorted(by_eps.items()):
+            lines.append(f"- {label}, g = {eps:g} ({len(qs)} of {len(runs)} seeds in range): "
+                         f"{pm([q['sparsity'] for q in qs], '.1f', 100)} % vs "
+                         f"{pm([q['other_sparsity'] for q in qs], '.1f', 100)} % removed "
+                         f"({pm([q['advantage'] for q in qs], '+.1f', 100)} points)")
+    return lines
+
+
+def generalization_lines(st: dict) -> list[str]:
+    """Test accuracy change and train-test gap of the pruned networks against the original."""
+    t0, r0 = np.asarray(st["test_accuracy_before"]), np.asarray(st["train_accuracy_before"])
+    lines = [f"Original: test {pm(t0)} %, train {pm(r0)} %, gap {pm(r0 - t0)} points.", "",
+             "| g | mode | test acc. change | seeds improved | train-test gap |",
+             "|---|---|---|---|---|"]
+    for i, eps in enumerate(st["points"]["parallel"]):
+        for m in MODES:
+            q = st["points"][m][i]
+            d = np.asarray(q["test_accuracy"]) - t0
+            gap = np.asarray(q["train_accuracy"]) - np.asarray(q["test_accuracy"])
+            lines.append(f"| {eps['epsilon'][0]:g} | {m} | {pm(d, '+.2f')} | "
+                         f"{count_true(d > 0)} | {pm(gap)} |")
+    return lines
 
 
 def markdown_section(payload: dict) -> str:
+    """The docs section, every number the mean over seeds ± half-range."""
+    st = stack(payload["runs"])
+    n = len(payload["runs"])
     lines = ["## Cascade vs parallel", "", "```",
              f"nettrim experiment cascade-vs-parallel --preset {payload['preset']} "
              "--out runs/cascade-vs-parallel", "```", "", payload["description"], "",
-             f"Original test accuracy {payload['test_accuracy_before']:.2f} % "
-             f"(on {payload['test_samples']} test images).", "",
-             "| g | mode | removed | kept per layer | rel. discrepancy train | test | "
+             f"Every number: {SPREAD} ({n} seed{'s' if n > 1 else ''}). Original test accuracy "
+             f"{pm(st['test_accuracy_before'])} % (on {payload['test_samples']} test images).", "",
+             "| g | mode | removed % | kept per layer % | rel. discrepancy train | test | "
              "test acc. | seconds |", "|---|---|---|---|---|---|---|---|"]
     for i, eps in enumerate(payload["epsilons"]):
         for m in MODES:
-            q = payload["points"][m][i]
-            kept = " / ".join(f"{100 * v:.1f}" for v in q["kept_per_layer"].values())
-            lines.append(f"| {eps:g} | {m} | {100 * q['sparsity']:.1f} % | {kept} % | "
-                         f"{q['rel_error_train']:.4f} | {q['rel_error_test']:.4f} | "
-                         f"{q['test_accuracy']:.2f} | {q['seconds']:.1f} |")
-    c = payload["comparison"]
-    s = payload["summary"]
-    lines += ["", "At equal training discrepancy (interpolated):", ""]
-    for key, label in (("cascade_vs_parallel", "cascade point vs parallel curve"),
-                       ("parallel_vs_cascade", "parallel point vs cascade curve")):
-        for r in c[key]["points"]:
-            lines.append(f"- {label}: g = {r['epsilon']:g}, discrepancy {r['rel_error_train']:.4f}:"
-                         f" {100 * r['sparsity']:.1f} % vs {100 * r['other_sparsity']:.1f} % "
-                         f"removed ({100 * r['advantage']:+.1f} points)")
-    lines += ["", f"- cascade sparser at equal discrepancy: "
-                  f"{'yes' if s['cascade_sparser_at_equal_discrepancy'] else 'NO'}",
+            q = st["points"][m][i]
+            kept = " / ".join(pm(v, ".1f", 100) for v in q["kept_per_layer"].values())
+            flag = "" if all(all(x == "solved" for x in r["points"][m][i]["status"])
+                             for r in payload["runs"]) else " (*)"
+            lines.append(f"| {eps:g} | {m}{flag} | {pm(q['sparsity'], '.1f', 100)} | {kept} | "
+                         f"{pm(q['rel_error_train'], '.4f')} | {pm(q['rel_error_test'], '.4f')} | "
+                         f"{pm(q['test_accuracy'])} | {pm(q['seconds'], '.1f')} |")
+    s = st["summary"]
+    lines += ["", "(*) some layer stopped at the iteration cap in at least one seed.", "",
+              "At equal training discrepancy (interpolated linearly in log discrepancy):", "",
+              *equal_discrepancy_lines(payload["runs"]), "",
+              f"- cascade sparser at equal discrepancy: {count_true(s['cascade_sparser_at_equal_discrepancy'])} "
+              f"seeds; mean advantage of a cascade point {pm(s['mean_sparsity_advantage_cascade'], '+.1f', 100)}"
+              f" points, of a parallel point {pm(s['mean_sparsity_advantage_parallel'], '+.1f', 100)}",
+              f"- cascade has the lower discrepancy at every g: "
+              f"{count_true(s['cascade_lower_discrepancy_same_eps'])} seeds",
+              f"- total seconds over the sweep: parallel {pm(s['total_seconds']['parallel'], '.0f')}, "
+              f"cascade {pm(s['total_seconds']['cascade'], '.0f')}",
               f"- parallel speed-up estimated from per-layer times: "
-              f"{s['estimated_speedup_2_workers']:.2f}x on 2 workers, "
-              f"{s['estimated_speedup_unlimited']:.2f}x with one worker per layer (mean over g)"]
-    for q in payload["pool"]:
-        lines.append(f"- measured at g = {q['epsilon']:g}: sequential {q['sequential_wall']:.1f} s,"
-                     f" 2-process pool {q['pool_wall']:.1f} s, speed-up {q['speedup']:.2f}x "
-                     f"(ideal {q['ideal_speedup']:.2f}x; load average before "
-                     f"{q['loadavg_before'][0]:.1f} on {q['cpu_count']} cores)")
+              f"{pm(s['estimated_speedup_2_workers'])}x on 2 workers, "
+              f"{pm(s['estimated_speedup_unlimited'])}x with one worker per layer (mean over g)"]
+    pools = [q for r in payload["runs"] for q in r["pool"]]
+    if pools:
+        lines.append(f"- measured with a 2-process pool at g = {pools[0]['epsilon']:g}: speed-up "
+                     f"{pm([q['speedup'] for q in pools])}x (sequential "
+                     f"{pm([q['sequential_wall'] for q in pools], '.1f')} s, pool "
+                     f"{pm([q['pool_wall'] for q in pools], '.1f')} s; load average before "
+                     f"{pm([q['loadavg_before'][0] for q in pools], '.1f')} on "
+                     f"{pools[0]['cpu_count']} cores)")
+    lines += ["", "### Generalization: held-out accuracy against the tolerance", "",
+              "Test accuracy (all held-out test images) of each pruned network minus the "
+              "original's; train accuracy on 10,000 training images; no fine-tuning, every g "
+              "reported.", "", *generalization_lines(st)]
     return "\n".join(lines) + "\n"
