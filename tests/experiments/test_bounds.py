@@ -29,8 +29,8 @@ def test_cascade_bound_helpers_agree_with_module():
 
 def test_theorem_bounds_hold_on_training_samples(quick):
     _, payload = quick
-    assert payload["summary"]["all_theorems_hold_train"]
-    for net in payload["nets"]:
+    assert payload["runs"][0]["summary"]["all_theorems_hold_train"]
+    for net in payload["runs"][0]["nets"]:
         for run in net["runs"]:
             for mode, a in run["modes"].items():
                 assert a["solved"], (net["arch"], mode, [r["status"] for r in a["layers"]])
@@ -47,7 +47,7 @@ def test_theorem_bounds_hold_on_training_samples(quick):
 
 def test_cascade_error_below_parallel_at_same_eps(quick):
     _, payload = quick
-    for net in payload["nets"]:
+    for net in payload["runs"][0]["nets"]:
         for run in net["runs"]:
             m = run["modes"]
             assert m["cascade"]["output_error_train"] < m["parallel"]["output_error_train"]
@@ -58,8 +58,8 @@ def test_files_and_paper_forms_reported(quick):
     js, png = out / bx.JSON_NAME, out / bx.PNG_NAME
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(js.read_text())
-    assert data["preset"] == "test" and len(data["nets"]) == 2
-    for row in data["summary"]["table"]:
+    assert data["preset"] == "test" and len(data["runs"][0]["nets"]) == 2
+    for row in data["runs"][0]["summary"]["table"]:
         assert isinstance(row["paper_form_holds_train"], bool)
         assert math.isfinite(row["bound_paper_rel"]) and row["bound_general_rel"] > 0
     assert "| lenet-300-100 |" in bx.markdown_section(data)
