@@ -27,20 +27,21 @@ def test_thresholded_copy_keeps_counts():
 
 def test_first_layer_hurts_more_than_last_hidden(quick):
     _, payload = quick
-    s = payload["summary"]
+    run = payload["runs"][0]
+    s = run["summary"]
     assert len(payload["layers"]) >= 5
     assert s["first_hurts_more_than_last_hidden"], s["mean_drop_alone_at_80_plus"]
     # thresholding nothing changes nothing; thresholding everything from layer 1 on is worst
     for name in payload["layers"]:
-        assert payload["threshold"]["alone"][name][0] == 0
-    onward = payload["threshold"]["onward"]
+        assert run["threshold"]["alone"][name][0] == 0
+    onward = run["threshold"]["onward"]
     first = payload["layers"][0]
     assert all(onward[first][-1] <= onward[n][-1] + 1.0 for n in payload["layers"])
 
 
 def test_nettrim_per_layer_rows(quick):
     out, payload = quick
-    rows = payload["nettrim"]
+    rows = payload["runs"][0]["nettrim"]
     assert len(rows) == len(payload["layers"])
     for r in rows:
         assert r["status"] == "solved"

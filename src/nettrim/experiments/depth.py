@@ -16,6 +16,10 @@ A deep MLP (784-256x5-10, six prunable layers) is trained once. No retraining an
    tolerances g; the sparsity each layer reaches is recorded, and the same layer is
    hard-thresholded to the same number of non-zeros. Net-Trim removes the depth effect when its
    drops are small and flat across layers while thresholding's are not.
+
+Seeds: the full preset repeats everything for 3 independently trained networks (seed s) and
+calibration draws (seed s + 1); its Net-Trim tolerances were cut from g = 0.05, 0.1, 0.2 to
+0.05, 0.2 to fit three seeds. Tables: mean over seeds ± half-range.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from ..models import evaluate
 from ..pruners import NetTrim, prune
 from ..pruners.threshold import keep_count, threshold_layer
 from . import zoo
-from .common import AdmmPreset, begin_run, write_run
+from .common import SPREAD, AdmmPreset, begin_run, count_true, pm, seed_list, stack, write_run
 
 JSON_NAME = "depth.json"
 PNG_NAME = "depth.png"
@@ -49,6 +53,7 @@ class Preset(AdmmPreset):
     epsilons: tuple[float, ...]
     samples: int
     test_samples: int | None
+    seeds: int = 1
     admm: tuple[tuple[str, float], ...] = (("rel_tol", 1e-2),)
     description: str = ""
 
@@ -63,10 +68,11 @@ QUICK = Preset(
 FULL = Preset(
     name="full",
     net=dict(arch="mlp-deep", dataset="fashion-mnist", epochs=8, train_samples=None),
-    sparsities=(0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95), epsilons=(0.05, 0.1, 0.2),
-    samples=1000, test_samples=None,
+    sparsities=(0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95), epsilons=(0.05, 0.2),
+    samples=1000, test_samples=None, seeds=3,
     description="784-256x5-10 MLP, 8 epochs on all Fashion-MNIST; thresholding at 0-95 %; "
-                "Net-Trim per layer at g = 0.05, 0.1, 0.2 on 1,000 samples; full test set.")
+                "Net-Trim per layer at g = 0.05, 0.2 on 1,000 samples; full test set; 3 seeds "
+                "(network and calibration draw).")
 
 PRESETS = {"quick": QUICK, "full": FULL}
 
@@ -211,57 +217,88 @@ def summarize(names, sparsities, sweep, nt_rows, logits: str) -> dict:
     return out
 
 
+def _band(ax, x, values, style, color, label):
+    """Mean over seeds with a min-max band (``values``: one list of seed values per x)."""
+    v = np.asarray(values, float)
+    ax.plot(x, v.mean(1), style, ms=3, color=color, label=label)
+    if v.shape[1] > 1:
+        ax.fill_between(x, v.min(1), v.max(1), color=color, alpha=0.15)
+
+
+def _bars(ax, rows, x, w, off, key, color, label):
+    """Bars of the mean over seeds with min-max whiskers."""
+    v = np.asarray([r[key] for r in rows], float)
+    m = v.mean(1)
+    ax.bar(x + off, m, w, color=color, label=label,
+           yerr=[m - v.min(1), v.max(1) - m], capsize=2)
+
+
 def plot(payload: dict):
+    """Six panels, each with its own scale: one layer thresholded (hidden layers; logits),
+    layers l.. onward thresholded, Net-Trim vs thresholding at the same count (hidden layers;
+    logits), and the sparsity Net-Trim reached per layer. Means over seeds, bands and whiskers
+    the min-max over seeds."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    st = stack(payload["runs"])
     names, sp = payload["layers"], [100 * s for s in payload["sparsities"]]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), layout="constrained")
+    logits = payload["runs"][0]["summary"]["logits_layer"]
+    hidden = [n for n in names if n != logits]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), layout="constrained")
     cmap = plt.get_cmap("viridis")
-    for ax, key, title in ((axes[0], "alone", "one layer thresholded"),
-                           (axes[1], "onward", "layers l.. onward thresholded")):
-        for i, n in enumerate(names):
-            ax.plot(sp, payload["threshold"][key][n], "-o", ms=3,
-                    color=cmap(i / max(1, len(names) - 1)),
-                    label=f"layer {i + 1} ({n})" + (" logits" if n == payload["summary"][
-                        "logits_layer"] else ""))
+    color = {n: cmap(i / max(1, len(names) - 1)) for i, n in enumerate(names)}
+    label = {n: f"layer {i + 1}" + (" (logits)" if n == logits else "") for i, n in enumerate(names)}
+    panels = ((axes[0, 0], "alone", hidden, "one hidden layer thresholded"),
+              (axes[0, 1], "alone", [logits], "logits layer thresholded"),
+              (axes[0, 2], "onward", names, "layers l.. onward thresholded"))
+    for ax, key, group, title in panels:
+        for n in group:
+            _band(ax, sp, st["threshold"][key][n], "-o", color[n], label[n])
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("test accuracy change (points)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    ax = axes[2]
-    rows = payload["nettrim"]
-    eps_list = sorted({r["epsilon"] for r in rows})
-    x = np.arange(len(names))
+    rows = st["nettrim"]
+    eps_list = sorted({r["epsilon"][0] for r in rows})
     w = 0.8 / (2 * len(eps_list))
+    for ax, group, title in ((axes[1, 0], hidden, "hidden layer pruned alone"),
+                             (axes[1, 1], [logits], "logits layer pruned alone")):
+        x = np.arange(len(group))
+        for j, eps in enumerate(eps_list):
+            sel = [r for r in rows if r["epsilon"][0] == eps and r["layer"] in group]
+            off = (2 * j - len(eps_list)) * w + w / 2
+            shade = 0.4 + 0.5 * j / max(1, len(eps_list))
+            _bars(ax, sel, x, w, off, "drop_nettrim", plt.get_cmap("Reds")(shade),
+                  f"Net-Trim g={eps:g}")
+            _bars(ax, sel, x, w, off + w, "drop_threshold", plt.get_cmap("Blues")(shade),
+                  f"threshold at Net-Trim's count, g={eps:g}")
+        ax.set_xticks(x, [label[n] for n in group])
+        ax.set_ylabel("test accuracy change (points)")
+        ax.set_title(f"Net-Trim vs thresholding: {title}")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.legend(fontsize=7)
+    ax = axes[1, 2]
     for j, eps in enumerate(eps_list):
-        sel = [r for r in rows if r["epsilon"] == eps]
-        off = (2 * j - len(eps_list)) * w + w / 2
-        shade = 0.4 + 0.5 * j / max(1, len(eps_list))
-        ax.bar(x + off, [r["drop_nettrim"] for r in sel], w, color=plt.get_cmap("Reds")(shade),
-               label=f"Net-Trim g={eps:g}")
-        ax.bar(x + off + w, [r["drop_threshold"] for r in sel], w,
-               color=plt.get_cmap("Blues")(shade), label=f"threshold, same count, g={eps:g}")
-        for xi, r in zip(x, sel):
-            ax.annotate(f"{100 * r['sparsity']:.0f}%", (xi + off + w / 2, 0), fontsize=6,
-                        ha="center", va="bottom", rotation=90)
-    ax.set_xticks(x, [f"{i + 1}" for i in range(len(names))])
-    ax.set_xlabel("layer pruned alone (labels: sparsity reached)")
-    ax.set_ylabel("test accuracy change (points)")
-    ax.set_title("Net-Trim vs thresholding at Net-Trim's count")
-    ax.axhline(0, color="k", lw=0.6)
+        sel = [r for r in rows if r["epsilon"][0] == eps]
+        v = 100 * np.asarray([r["sparsity"] for r in sel], float)
+        ax.errorbar(np.arange(len(sel)) + 1, v.mean(1), yerr=[v.mean(1) - v.min(1),
+                    v.max(1) - v.mean(1)], fmt="-o", capsize=2, label=f"g={eps:g}")
+    ax.set_xticks(np.arange(len(names)) + 1)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("weights removed by Net-Trim (%)")
+    ax.set_title("sparsity Net-Trim reaches per layer")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
 
 
-def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
-         progress: bool = True) -> dict:
-    """Run a preset and write ``depth.json`` and ``depth.png`` into ``out_dir``."""
-    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
+def run(p: Preset, seed: int, progress: bool = True) -> dict:
+    """One seed: train-or-load the network, the thresholding sweep and Net-Trim per layer."""
     model, info = zoo.get_model(**p.net, seed=seed, progress=progress)
     data = zoo.load_data(p.net["dataset"])
     x_prune, _ = subset(data.x_train, data.y_train, p.samples, seed=seed + 1)
@@ -274,55 +311,77 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
     sweep = threshold_sweep(model, names, p.sparsities, x_te, y_te, base, progress)
     nt = nettrim_per_layer(model, names, x_prune, p.epsilons, x_te, y_te, base, p.settings(),
                            progress)
-    payload = dict(experiment="depth", preset=p.name, seed=seed, description=p.description,
-                   model=zoo.describe(info), test_samples=len(y_te), samples=p.samples,
-                   admm=dict(p.admm), test_accuracy=base, layers=names,
-                   shapes={s.name: list(model.get_submodule(s.name).weight.shape) for s in specs},
-                   sparsities=list(p.sparsities), threshold=sweep, nettrim=nt,
-                   summary=summarize(names, list(p.sparsities), sweep, nt, logits))
+    return dict(seed=seed, model=zoo.describe(info), test_accuracy=base, layers=names,
+                shapes={s.name: list(model.get_submodule(s.name).weight.shape) for s in specs},
+                threshold=sweep, nettrim=nt,
+                summary=summarize(names, list(p.sparsities), sweep, nt, logits))
+
+
+def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
+         progress: bool = True) -> dict:
+    """Run a preset (``p.seeds`` seeds from ``seed`` on) and write ``depth.json`` and
+    ``depth.png`` into ``out_dir``."""
+    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
+    runs = [run(p, s, progress) for s in seed_list(seed, p.seeds)]
+    payload = dict(experiment="depth", preset=p.name, seed=seed, seeds=seed_list(seed, p.seeds),
+                   description=p.description, test_samples=p.test_samples, samples=p.samples,
+                   admm=dict(p.admm), layers=runs[0]["layers"], sparsities=list(p.sparsities),
+                   runs=runs)
     return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
 
 
 def markdown_section(payload: dict) -> str:
+    """The docs section, every number the mean over seeds ± half-range."""
     names, sp = payload["layers"], payload["sparsities"]
-    s = payload["summary"]
+    st = stack(payload["runs"])
+    s = st["summary"]
+    logits = payload["runs"][0]["summary"]["logits_layer"]
+    n = len(payload["runs"])
     lines = ["## Depth: which layer can be thresholded", "", "```",
              f"nettrim experiment depth --preset {payload['preset']} --out runs/depth", "```", "",
-             payload["description"],
-             f" Original test accuracy {payload['test_accuracy']:.2f} %.", ""]
+             payload["description"], "",
+             f"Every number: {SPREAD} ({n} seed{'s' if n > 1 else ''}). Original test accuracy "
+             f"{pm(st['test_accuracy'])} %.", ""]
     for key, title in (("alone", "One layer thresholded (accuracy change, points)"),
                        ("onward", "Layers l.. onward thresholded (accuracy change, points)")):
         lines += [f"{title}:", "",
                   "| layer | " + " | ".join(f"{100 * v:g} %" for v in sp) + " |",
                   "|---" * (len(sp) + 1) + "|"]
-        for i, n in enumerate(names):
-            tag = " (logits)" if n == s["logits_layer"] else ""
+        for i, name in enumerate(names):
+            tag = " (logits)" if name == logits else ""
             lines.append(f"| {i + 1}{tag} | " + " | ".join(
-                f"{v:+.2f}" for v in payload["threshold"][key][n]) + " |")
+                pm(v, "+.2f") for v in st["threshold"][key][name]) + " |")
         lines.append("")
     lines += ["Net-Trim on one layer (parallel program on the original inputs) and thresholding "
               "that layer to the same count; the layer's relative response error "
               "||act(U^T X) - Y|| / ||Y|| on the pruning samples / on as many test samples:", "",
-              "| g | layer | sparsity reached | Net-Trim change | threshold change | "
-              "layer error Net-Trim | layer error threshold | same, after best rescaling "
-              "(test): Net-Trim / threshold |",
+              "| g | layer | removed % | Net-Trim change | threshold change | "
+              "layer error Net-Trim (train / test) | layer error threshold (train / test) | "
+              "after best rescaling (test): Net-Trim / threshold |",
               "|---|---|---|---|---|---|---|---|"]
-    for r in payload["nettrim"]:
+    for r in st["nettrim"]:
         i = names.index(r["layer"]) + 1
         e = r["rel_layer_error"]
-        lines.append(f"| {r['epsilon']:g} | {i} | {100 * r['sparsity']:.1f} % | "
-                     f"{r['drop_nettrim']:+.2f} | {r['drop_threshold']:+.2f} | "
-                     f"{e['nettrim_train']:.3f} / {e['nettrim_test']:.3f} | "
-                     f"{e['threshold_train']:.3f} / {e['threshold_test']:.3f} | "
-                     f"{e['nettrim_test_rescaled']:.3f} / {e['threshold_test_rescaled']:.3f} |")
+        lines.append(f"| {r['epsilon'][0]:g} | {i} | {pm(r['sparsity'], '.1f', 100)} | "
+                     f"{pm(r['drop_nettrim'], '+.2f')} | {pm(r['drop_threshold'], '+.2f')} | "
+                     f"{pm(e['nettrim_train'], '.3f')} / {pm(e['nettrim_test'], '.3f')} | "
+                     f"{pm(e['threshold_train'], '.3f')} / {pm(e['threshold_test'], '.3f')} | "
+                     f"{pm(e['nettrim_test_rescaled'], '.3f')} / "
+                     f"{pm(e['threshold_test_rescaled'], '.3f')} |")
+    rho = {k: [v for v in vals if v is not None] for k, vals in s["spearman_index_vs_drop"].items()}
     lines += ["", "- mean change at sparsity >= 80 %, one layer alone: " + ", ".join(
-        f"layer {names.index(n) + 1}: {v:+.2f}"
-        for n, v in s["mean_drop_alone_at_80_plus"].items()),
+        f"layer {names.index(name) + 1}: {pm(v, '+.2f')}"
+        for name, v in s["mean_drop_alone_at_80_plus"].items()),
+              "- Spearman correlation of hidden-layer index with the change, thresholding one "
+              "layer: " + ", ".join(f"{k} %: {pm(v)}" for k, v in rho.items() if v),
               f"- first hidden layer hurts more than the last hidden layer: "
-              f"{'yes' if s['first_hurts_more_than_last_hidden'] else 'NO'} "
-              f"({s['first_minus_last_hidden']:+.2f} points)"]
+              f"{count_true(s['first_hurts_more_than_last_hidden'])} seeds "
+              f"({pm(s['first_minus_last_hidden'], '+.2f')} points)"]
     for eps, v in s["nettrim"].items():
-        lines.append(f"- g = {eps}: hidden-layer changes spread {v['spread_nettrim']:.2f} points "
-                     f"with Net-Trim vs {v['spread_threshold']:.2f} thresholding at the same "
-                     f"counts (worst {v['worst_nettrim']:+.2f} vs {v['worst_threshold']:+.2f})")
+        rn = [x for x in v["spearman_nettrim"] if x is not None]
+        lines.append(f"- g = {eps}: hidden-layer changes spread {pm(v['spread_nettrim'])} points "
+                     f"with Net-Trim vs {pm(v['spread_threshold'])} thresholding at the same "
+                     f"counts (worst {pm(v['worst_nettrim'], '+.2f')} vs "
+                     f"{pm(v['worst_threshold'], '+.2f')}); Spearman index vs change with "
+                     f"Net-Trim {pm(rn) if rn else 'undefined'}")
     return "\n".join(lines) + "\n"
