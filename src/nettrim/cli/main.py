@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (default) or ray: independent solves as Ray tasks (docs/distributed.md)")
     p.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join "
                                                    "(default: start a local Ray)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="bound what is held for one layer's rows, e.g. 2GiB: a layer with more rows "
+                        "is solved and certified on a seeded sample of them (docs/distributed.md)")
     p.add_argument("--restart", action="store_true",
                    help="discard an unfinished run kept in OUT/.nettrim-run instead of resuming it")
 
@@ -195,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
 def _prune(args, progress: bool) -> int:
     """``nettrim prune``: at a tolerance, or the sparsest model within --max-drop points; exit 3
     (nothing written) when no tolerance keeps the model within the budget."""
+    from ..capture import parse_memory
     from ..models import load_checkpoint
     from ..pruners.backend import make_backend
     from ..pruners.resume import RunStore
@@ -213,14 +217,16 @@ def _prune(args, progress: bool) -> int:
             print(f"note: {args.checkpoint} records no held-out split; the {size} validation images "
                   "come from its training split and may have been seen in training")
     backend = make_backend(args.backend, args.address)  # before any output: a bad one writes nothing
+    capture = {} if args.max_rows is None else {"max_rows": args.max_rows}
+    if args.max_memory is not None:
+        capture["max_memory"] = parse_memory(args.max_memory)
     calibration = wf.Calibration(args.dataset, args.samples, args.seed, size, seed, args.data_dir)
     # finished layers and trials are kept in OUT/.nettrim-run until the outputs are written
     with RunStore.in_output(args.out, restart=args.restart) as store:
         out = wf.prune_model(model, calibration, method=_method(args), mode=args.mode,
                              max_drop=args.max_drop, finetune_epochs=args.finetune_epochs,
                              finetune_lr=args.finetune_lr, progress=progress, store=store,
-                             capture=None if args.max_rows is None else {"max_rows": args.max_rows},
-                             backend=backend)
+                             capture=capture or None, backend=backend)
         if "result" not in out:
             print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['epsilon']:.4g} "
                   f"loses more than {args.max_drop} points of validation accuracy; nothing written",

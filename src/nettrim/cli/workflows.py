@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,8 +41,10 @@ VALIDATION_SEED = 0
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss, KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, in MiB (``nettrim.pruners.network``)."""
+    from ..pruners.network import peak_memory_mb as peak
+
+    return peak()
 
 
 def recipe_kwargs(arch: str, dataset: str) -> dict:
@@ -204,6 +205,10 @@ def print_summary(summary: dict, result, log=print) -> None:
         ft = summary["finetune"]
         log(f"after {ft['epochs']} epoch(s) of masked fine-tuning: {ft['test_accuracy']:.2f} % "
             f"({ft['seconds']:.1f} s)")
+    for r in rep.layers:
+        if r.info.get("rows_limit") == r.info.get("rows_kept", -1) < r.info.get("rows_total", 0):
+            log(f"max_memory: layer {r.name} solved and certified on {r.info['rows_kept']:,} of its "
+                f"{r.info['rows_total']:,} rows (a seeded uniform sample); the certificate holds on those rows")
     log(f"pruning time {summary['prune_seconds']:.1f} s, peak memory {summary['peak_memory_mb']:.0f} MB")
 
 

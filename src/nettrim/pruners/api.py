@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..capture import trace_layers
+from ..capture import parse_memory, trace_layers
 from ..errors import NettrimError, require
 from .backend import Backend, make_backend
 from .base import PruningMethod, Target
@@ -30,6 +30,7 @@ def prune(
     cleanup: bool = False,
     progress: bool = True,
     capture: dict | None = None,
+    max_memory: int | str | None = None,
     store=None,
     backend: str | Backend = "local",
     address: str | None = None,
@@ -62,6 +63,14 @@ def prune(
         capture: capture options, e.g. ``{"max_rows": 20000, "seed": 0}`` for the patch rows
             sampled from each Conv2d layer (default ``max_rows="auto"``: max(5000, 30 N') rows,
             within 2 GiB; see ``nettrim.capture.conv``). Each layer reports the rows it used.
+        max_memory: bytes (an int, or a size such as "2GiB", "512MB") that bound what is held
+            for one layer's rows (its captured X, Z, Y and the solver's copies of them:
+            16 N + 33 M + 12 bytes a row, ``nettrim.capture.memory``); a layer with more rows
+            is solved and certified on a seeded uniform sample of floor(max_memory / that)
+            of them (its report's info: rows_kept, rows_total, rows_limit). The certificate
+            then holds on the rows kept, not on the others. Stored as ``capture["max_memory"]``
+            (the same as passing it there). A budget below a layer's minimum (1,000 rows, or
+            all of a smaller layer's) is a one-line error before any work.
         store: a ``nettrim.pruners.resume.RunStore``: finished layers are kept there and an
             interrupted run resumes after its last finished layer (bit-identical result).
         backend: "local" (this process) or "ray": each layer of a parallel run, and each block
@@ -91,6 +100,8 @@ def prune(
     names = getattr(method, "layer_names", lambda: set())() | set(counts or ()) | set(layers or ())
     if names:
         _check_layer_names(model, inputs, names)
+    if max_memory is not None:
+        capture = {**(capture or {}), "max_memory": parse_memory(max_memory)}
     backend = make_backend(backend, address)  # checked, and Ray joined, before any work
     record = dict(method=method.record(), sparsity=sparsity, counts=counts,
                   samples=int(inputs.shape[0]), capture=dict(capture or {}))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import resource
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture.batchnorm import fold_batchnorm, restore_batchnorm
-from ..capture import LayerSpec, adapter_for, capture_layer, is_chain, network_output, trace_layers
+from ..capture import LayerSpec, adapter_for, capture_rows, is_chain, network_output, trace_layers
+from ..capture.memory import check_layers, parse_memory
 from ..errors import require
 from .base import LayerJob, LayerMethod, LayerOutcome
 from .bounds import cascade_bound_measured, parallel_bound, spectral_norm
@@ -46,10 +48,16 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     ``capture``: options for every layer's capture (``capture_layer``), e.g. ``max_rows`` and
     ``seed`` of the patch rows of Conv2d layers; default ``max_rows="auto"`` (see
     ``nettrim.capture.conv``). The same options are used for the original and the pruned
-    network, so a cascade layer sees the same patch positions in both.
+    network, so a cascade layer sees the same patch positions in both. ``max_memory`` (bytes,
+    or a size such as "2GiB"; ``nettrim.capture.memory``) bounds the rows kept of each layer:
+    a seeded uniform sample of them when the layer's rows do not fit, the same rows in the
+    original and the pruned network; each layer is then solved and certified on those rows
+    (its report's ``info``: ``rows_kept``, ``rows_total``, ``rows_limit``). A budget too small
+    for a layer's minimum is a one-line error before any layer is solved.
 
     ``originals``: a dict shared by runs on the same model and inputs (``shrink``'s trials):
-    the original network's captures are stored there on the first run and reused after.
+    the original network's captures are stored there on the first run and reused after. None:
+    nothing is kept between layers (each layer's capture is freed once it is solved).
 
     ``store``: a ``nettrim.pruners.resume.RunStore``: each finished layer is kept there, and a
     layer already finished by an earlier run with the same fingerprint is loaded instead of
@@ -59,8 +67,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     parallel run and the neuron blocks of a per-neuron Net-Trim layer are solved. Cascade
     layers are solved one after the other whatever the backend.
     """
-    capture = {"max_rows": "auto", **(capture or {})}
-    originals = {} if originals is None else originals
+    capture = _capture_options(capture)
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     start = time.perf_counter()
     original, folded = fold_batchnorm(model, inputs[:2]) if _has_batchnorm(model) else (model, [])
@@ -71,6 +78,11 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         unknown = sorted(set(layers) - {s.name for s in specs})
         require(not unknown, f"no prunable layer named {', '.join(unknown)}; "
                              f"prunable layers: {', '.join(s.name for s in specs)}")
+    if capture.get("max_memory") is not None:  # every layer's budget, before any work
+        require(getattr(method, "structure", "weights") == "weights",
+                "max_memory is not supported with structure='units' yet: drop one of them")
+        check_layers(original, [s.name for s in specs if layers is None or s.name in layers],
+                     inputs, capture["max_memory"])
     if hasattr(method, "prepare"):  # e.g. structured Net-Trim: each layer's input units (groups)
         method.prepare(original, specs, inputs[:2])
     pruned = copy.deepcopy(original).eval()
@@ -85,13 +97,15 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     todo = [s for s in chosen if s.name not in done]
     bar = tqdm(total=len(todo), desc=f"{method_name} {mode}", unit="layer", disable=not progress)
     jobs = collections.deque()  # the jobs made and not yet written back (one, in process)
+    rows: dict[str, dict] = {}  # layer name -> rows kept / total / limit of its capture
 
     def make_jobs():
         for spec in todo:
             bar.set_postfix_str(spec.name)
             if progress and backend.in_process and hasattr(method, "progress"):
                 method.progress = _admm_postfix(bar, spec.name)  # ADMM progress on the layer bar
-            jobs.append(_make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture, originals))
+            jobs.append(_make_job(original, pruned, spec, specs, inputs, mode, batch_size, capture,
+                                  originals, rows))
             yield jobs[-1]
 
     # parallel: every job independent, mapped on the backend; cascade: one after the other here
@@ -99,7 +113,9 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
     for spec, (outcome, seconds) in zip(todo, layer_backend.map(solve_job, make_jobs(), method)):
         job = jobs.popleft()
         adapter_for(pruned.get_submodule(spec.name), spec.name).set(outcome.weight, outcome.bias)
-        done[spec.name] = _layer_report(job, outcome, seconds)
+        done[spec.name] = _layer_report(job, outcome, seconds, rows.pop(spec.name, {}))
+        if capture.get("max_memory") is not None:  # freed before the next layer's capture
+            _release(job)
         if scope is not None:
             scope.save_layer(spec.index, spec.name, outcome.weight, outcome.bias, done[spec.name])
         if on_layer is not None:
@@ -116,7 +132,7 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         method=method_name, mode=mode, settings=settings, layers=reports,
         seconds=time.perf_counter() - start,
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
-        bound=None, skipped=skipped, resumed=resumed)
+        bound=None, skipped=skipped, resumed=resumed, peak_memory_mb=peak_memory_mb())
     if not report.uncertified and is_chain(specs):  # Theorems 1-2 assume a plain chain
         report.bound = _bound(mode, reports, original, pruned)
     if folded:  # back to the model's own classes: each BN only adds its layer's folded bias
@@ -125,6 +141,19 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         pruned = method.finish(pruned, report, original=original, specs=specs, inputs=inputs, mode=mode,
                                batch_size=batch_size, capture=capture, originals=originals)
     return PruneResult(pruned, report)
+
+
+def _capture_options(capture: dict | None) -> dict:
+    """The capture options with their defaults (``max_rows="auto"``), ``max_memory`` in bytes."""
+    capture = {"max_rows": "auto", **(capture or {})}
+    if capture.get("max_memory") is not None:
+        capture["max_memory"] = parse_memory(capture["max_memory"])
+    return capture
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (ru_maxrss: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _restore(scope, chosen, pruned) -> dict:
@@ -150,27 +179,45 @@ def _has_batchnorm(model: nn.Module) -> bool:
 
 
 def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size,
-              capture: dict, originals: dict | None = None) -> LayerJob:
+              capture: dict, originals: dict | None = None, rows: dict | None = None) -> LayerJob:
+    """The layer's job: X from the original network (parallel, first layer) or the pruned
+    one (cascade), Y the original's target, on the rows ``capture`` keeps (the same rows in
+    both networks). A later cascade layer never holds the original's inputs: only its
+    outputs are captured there. ``rows``, when given, gets the layer's row counts."""
     cascade = mode == "cascade" and spec.index > 0
     cache = {} if originals is None else originals
-    if spec.name not in cache:
-        X0, Z0 = capture_layer(original, spec.name, inputs, batch_size, **capture)
-        # a later cascade layer needs only the original's targets, not its inputs
-        cache[spec.name] = (None if cascade else X0, Z0)
-    X0, Z0 = cache[spec.name]
-    Y = torch.relu(Z0) if spec.relu else Z0
-    if cascade:
+    if spec.name not in cache:  # a later cascade layer keeps only the original's outputs
+        cache[spec.name] = capture_rows(original, spec.name, inputs, batch_size,
+                                        keep_inputs=not cascade, **capture)
+    got = cache.pop(spec.name) if originals is None else cache[spec.name]
+    Y = torch.relu(got.Z) if spec.relu else got.Z
+    if cascade:  # Y is all this layer needs of the original network
         # layers before ``spec`` are already pruned in ``pruned``; ``spec`` itself is still original
-        X, Z = capture_layer(pruned, spec.name, inputs, batch_size, **capture)
-    else:
-        X, Z = X0, Z0
+        got = capture_rows(pruned, spec.name, inputs, batch_size, **capture)
+    X, Z = got.X, got.Z
+    if rows is not None:
+        rows[spec.name] = _rows_info(got)
     weight, bias = adapter_for(original.get_submodule(spec.name), spec.name).get()
     return LayerJob(spec, weight, bias, X, Y, Z, first=spec.index == 0,
                     last=spec.index == len(specs) - 1, images=int(inputs.shape[0]),
                     shape=tuple(original.get_submodule(spec.name).weight.shape))
 
 
-def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float) -> LayerReport:
+def _release(job: LayerJob) -> None:
+    """Drop a solved job's matrices (with ``max_memory``): the backend's loop still holds the
+    job itself while the next layer is captured, and a layer method may keep it."""
+    job.X = job.Y = job.Z = None
+
+
+def _rows_info(got) -> dict:
+    """rows_kept and rows_total of a layer's capture, and rows_limit when ``max_memory`` set one."""
+    info = {"rows_kept": int(got.Z.shape[0]), "rows_total": int(got.rows_total)}
+    if got.rows_limit is not None:
+        info["rows_limit"] = int(got.rows_limit)
+    return info
+
+
+def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float, rows: dict | None = None) -> LayerReport:
     W, b = outcome.weight, outcome.bias
     Z, act = job.responses(W, b)
     nnz = lambda w, bb: int((w != 0).sum()) + (0 if bb is None else int((bb != 0).sum()))
@@ -183,7 +230,7 @@ def _layer_report(job: LayerJob, outcome: LayerOutcome, seconds: float) -> Layer
         response_error=float((act - job.Y).norm()), target_norm=float(job.Y.norm()),
         status=outcome.status, iterations=outcome.iterations, seconds=seconds,
         samples=job.X.shape[0], certified=outcome.certified,
-        info={"images": job.images, **outcome.info})
+        info={"images": job.images, **(rows or {}), **outcome.info})
 
 
 def _recertify(original, pruned, specs, inputs, mode, batch_size, capture, reports, originals) -> None:

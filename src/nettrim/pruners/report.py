@@ -59,6 +59,7 @@ class PruneReport:
     bound: float | None  # Theorem 1 (recursive) or Theorem 2 bound on output_error, when defined
     skipped: list[str] = field(default_factory=list)  # prunable layers left as they were
     resumed: list[str] = field(default_factory=list)  # layers loaded from an earlier run's store
+    peak_memory_mb: float | None = None  # this process's peak resident memory (ru_maxrss) at the end
 
     @property
     def uncertified(self) -> list[str]:
