@@ -39,7 +39,7 @@ def test_fit_p50_interpolates_last_upward_crossing():
 
 def test_quick_preset_phase_transition(quick):
     _, payload = quick
-    for r in payload["runs"]:
+    for r in payload["runs"][0]["results"]:
         N = r["N"]
         high = [c for c in r["cells"] if c["P"] >= 6 * c["s"] * math.log(N / c["s"]) - 1]
         low = [c for c in r["cells"] if c["P"] <= 0.5 * c["s"] * math.log(N / c["s"]) + 1e-9]
@@ -57,13 +57,15 @@ def test_quick_preset_files(quick):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(js.read_text())
     assert data["preset"] == "quick"
-    assert data["runs"][0]["cells"][0]["trials"] == payload["runs"][0]["trials"]
+    res = data["runs"][0]["results"][0]
+    assert res["cells"][0]["trials"] == payload["runs"][0]["results"][0]["trials"]
+    assert "P50 / (11s+7) log N" in sc.markdown_section(data)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
 def test_admm_agrees_with_lp_where_recovered(quick):
     _, payload = quick
-    admm = payload["runs"][0]["admm"]
+    admm = payload["runs"][0]["results"][0]["admm"]
     recovered = [i for i in admm["instances"] if i["lp_recovered"]]
     assert recovered
     for i in recovered:
@@ -72,3 +74,22 @@ def test_admm_agrees_with_lp_where_recovered(quick):
     top = max(i["ratio"] for i in admm["instances"])
     easy = [i for i in admm["instances"] if i["ratio"] == top]
     assert easy and all(i["lp_recovered"] and i["admm_recovered"] for i in easy), easy
+
+
+def test_nips_count_and_scaling():
+    assert sc.nips_count(100, 2) == pytest.approx(29 * math.log(100))
+    fake = [dict(N=N, fit=dict(per_s=[dict(s=s, P50=3 * sc.s_log_n_over_s(N, s)) for s in (2, 5)]))
+            for N in (50, 200)]
+    out = sc.scaling(fake)
+    # P50 = 3 s log(N/s) exactly: the first form collapses perfectly with constant 3
+    assert out["forms"]["s log(N/s)"]["constant"] == pytest.approx(3)
+    assert out["forms"]["s log(N/s)"]["collapse"] == pytest.approx(1)
+    assert out["forms"]["(11s+7) log N"]["collapse"] > 1.2
+
+
+def test_quick_preset_compares_both_forms(quick):
+    _, payload = quick
+    sc_ = payload["runs"][0]["scaling"]
+    assert {r["N"] for r in sc_["rows"]} == {50, 100}
+    # the NIPS count is a sufficient condition far above where recovery starts
+    assert 0 < sc_["forms"]["(11s+7) log N"]["constant"] < 1
