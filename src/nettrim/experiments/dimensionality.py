@@ -31,7 +31,7 @@ from ..models import evaluate
 from ..pruners import NetTrim, prune
 from ..pruners.threshold import keep_count
 from . import zoo
-from .common import AdmmPreset, begin_run, write_run
+from .common import SPREAD, AdmmPreset, begin_run, write_run
 from .depth import layer_nnz, layer_size, thresholded
 
 JSON_NAME = "dimensionality.json"
@@ -247,13 +247,19 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
     return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
 
 
+def _pm(d: dict, spec: str, scale: float = 1.0) -> str:
+    """A :func:`_stats` dict as "mean ± half-range" (half-range = (max - min) / 2)."""
+    m, h = scale * d["mean"], scale * (d["max"] - d["min"]) / 2
+    return f"{m:{spec}}" if d["n"] == 1 else f"{m:{spec}} ± {h:{spec}}"
+
+
 def markdown_section(payload: dict) -> str:
     sp, eps = payload["sparsities"], payload["epsilons"]
     lines = ["## Dimensionality: PCA inputs and first-layer pruning", "", "```",
              f"nettrim experiment dimensionality --preset {payload['preset']} "
              "--out runs/dimensionality", "```", "", payload["description"], "",
-             "Test accuracy change in points (mean over seeds, [min, max]) when the first layer "
-             "alone is pruned, no retraining; k = 0 is the pixel input.", "",
+             f"Test accuracy change in points ({SPREAD}) when the first layer alone is pruned, "
+             "no retraining; k = 0 is the pixel input.", "",
              "| inputs | k | original acc. | " + " | ".join(f"thr. {100 * s:g} %" for s in sp)
              + " | " + " | ".join(f"Net-Trim g={e:g}: sparsity, change (thr. same count)"
                                   for e in eps) + " |",
@@ -262,14 +268,12 @@ def markdown_section(payload: dict) -> str:
     for t in sorted(payload["table"], key=lambda t: (order.get(t["mode"], 9), t["k"])):
         cells = []
         for s in sp:
-            d = t["threshold_drop"][f"{s:g}"]
-            cells.append(f"{d['mean']:+.2f}" + (f" [{d['min']:+.1f}, {d['max']:+.1f}]"
-                                                  if d["n"] > 1 else ""))
+            cells.append(_pm(t["threshold_drop"][f"{s:g}"], "+.2f"))
         for e in eps:
             n = t["nettrim"][f"{e:g}"]
-            cells.append(f"{100 * n['sparsity']['mean']:.1f} %, {n['drop_nettrim']['mean']:+.2f} "
-                         f"({n['drop_threshold']['mean']:+.2f})")
-        lines.append(f"| {t['mode']} | {t['k']} | {t['test_accuracy']['mean']:.2f} | "
+            cells.append(f"{_pm(n['sparsity'], '.1f', 100)} %, {_pm(n['drop_nettrim'], '+.2f')} "
+                         f"({_pm(n['drop_threshold'], '+.2f')})")
+        lines.append(f"| {t['mode']} | {t['k']} | {_pm(t['test_accuracy'], '.2f')} | "
                      + " | ".join(cells) + " |")
     lines.append("")
     for mode, v in payload["summary"].items():
