@@ -25,5 +25,6 @@ def test_stack_turns_leaves_into_lists():
 def test_mean_and_half_range():
     assert mean_spread([1.0, 2.0, 6.0]) == (3.0, 2.5)
     assert pm([1.0, 2.0, 6.0], ".1f") == "3.0 ± 2.5"
+    assert pm([-1.0, 1.0], "+.1f") == "+0.0 ± 1.0"
     assert pm([0.5], ".1f", 100) == "50.0"
     assert count_true([True, False, True]) == "2 of 3"

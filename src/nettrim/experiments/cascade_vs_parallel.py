@@ -407,8 +407,9 @@ def markdown_section(payload: dict) -> str:
                          f"{pm(q['rel_error_train'], '.4f')} | {pm(q['rel_error_test'], '.4f')} | "
                          f"{pm(q['test_accuracy'])} | {pm(q['seconds'], '.1f')} |")
     s = st["summary"]
-    lines += ["", "(*) some layer stopped at the iteration cap in at least one seed.", "",
-              "At equal training discrepancy (interpolated linearly in log discrepancy):", "",
+    if any("(*)" in line for line in lines):
+        lines += ["", "(*) some layer stopped at the iteration cap in at least one seed."]
+    lines += ["", "At equal training discrepancy (interpolated linearly in log discrepancy):", "",
               *equal_discrepancy_lines(payload["runs"]), "",
               f"- cascade sparser at equal discrepancy: {count_true(s['cascade_sparser_at_equal_discrepancy'])} "
               f"seeds; mean advantage of a cascade point {pm(s['mean_sparsity_advantage_cascade'], '+.1f', 100)}"

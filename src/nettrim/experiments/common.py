@@ -95,7 +95,7 @@ def pm(values, spec: str = ".2f", scale: float = 1.0) -> str:
     """``values`` (a number or one per seed) as "mean ± half-range" (one value: just it)."""
     v = np.atleast_1d(np.asarray(values, float)) * scale
     m, h = mean_spread(v)
-    return f"{m:{spec}}" if len(v) == 1 else f"{m:{spec}} ± {h:{spec}}"
+    return f"{m:{spec}}" if len(v) == 1 else f"{m:{spec}} ± {h:{spec.lstrip('+')}}"
 
 
 def count_true(flags) -> str:

@@ -250,7 +250,7 @@ def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
 def _pm(d: dict, spec: str, scale: float = 1.0) -> str:
     """A :func:`_stats` dict as "mean ± half-range" (half-range = (max - min) / 2)."""
     m, h = scale * d["mean"], scale * (d["max"] - d["min"]) / 2
-    return f"{m:{spec}}" if d["n"] == 1 else f"{m:{spec}} ± {h:{spec}}"
+    return f"{m:{spec}}" if d["n"] == 1 else f"{m:{spec}} ± {h:{spec.lstrip('+')}}"
 
 
 def markdown_section(payload: dict) -> str:

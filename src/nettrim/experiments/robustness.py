@@ -250,6 +250,6 @@ def markdown_section(payload: dict) -> str:
     for key, g in s["gaps"].items():
         d, o = g["nettrim_minus_threshold"], g["nettrim_minus_original"]
         lines.append(f"- g = {key}: Net-Trim minus thresholding at the same counts: "
-                     f"{pm(d[0])} points clean, {pm(d[-1])} at {last}; Net-Trim minus "
-                     f"original: {pm(o[0])} clean, {pm(o[-1])} at {last}")
+                     f"{pm(d[0], '+.2f')} points clean, {pm(d[-1], '+.2f')} at {last}; Net-Trim "
+                     f"minus original: {pm(o[0], '+.2f')} clean, {pm(o[-1], '+.2f')} at {last}")
     return "\n".join(lines) + "\n"
