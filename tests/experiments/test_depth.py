@@ -51,3 +51,22 @@ def test_nettrim_per_layer_rows(quick):
     data = json.loads((out / depth.JSON_NAME).read_text())
     assert (out / depth.PNG_NAME).read_bytes()[:4] == b"\x89PNG"
     assert "first hidden layer hurts more" in depth.markdown_section(data)
+
+
+def test_depth_on_a_conv_net(run_quick, fashion_mnist):
+    """LeNet-5: every layer, conv ones included, gets its Net-Trim row within the budget (the
+    response error on the pruning patches <= g) and a thresholding sweep."""
+    from nettrim.experiments import depth_conv
+
+    preset = replace(depth_conv.QUICK, name="test", sparsities=(0.0, 0.9), epsilons=(0.2,),
+                     net=dict(depth_conv.NET, epochs=1, train_samples=3000),
+                     samples=64, test_samples=1000, description="test")
+    out, payload = run_quick(depth_conv, preset, "depth-conv")
+    run = payload["runs"][0]
+    assert payload["experiment"] == "depth-conv" and len(payload["layers"]) == 5
+    assert [len(s) for s in run["shapes"].values()][:2] == [4, 4]  # two conv layers
+    for r in run["nettrim"]:
+        assert r["status"] == "solved" and 0 < r["sparsity"] < 1
+        assert r["rel_layer_error"]["nettrim_train"] <= 0.2 * 1.01
+    assert (out / depth_conv.PNG_NAME).read_bytes()[:4] == b"\x89PNG"
+    assert "## Depth on a convolutional network" in depth_conv.markdown_section(payload)

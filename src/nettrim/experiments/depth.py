@@ -75,6 +75,8 @@ FULL = Preset(
                 "(network and calibration draw).")
 
 PRESETS = {"quick": QUICK, "full": FULL}
+TITLES = {"depth": "Depth: which layer can be thresholded (MLP)",
+          "depth-conv": "Depth on a convolutional network (LeNet-5)"}
 
 
 def _params(model: nn.Module, name: str):
@@ -133,7 +135,8 @@ def response_error(original: nn.Module, pruned: nn.Module, name: str, x: torch.T
     spec = next(s for s in trace_layers(original, x[:2]) if s.name == name)
     X, Z = capture_layer(original, name, x)
     layer = pruned.get_submodule(name)
-    Zp = X @ layer.weight.detach().T + (0 if layer.bias is None else layer.bias.detach())
+    W = layer.weight.detach().reshape(len(layer.weight), -1)  # a Conv2d's (C_out, C_in kh kw)
+    Zp = X @ W.T + (0 if layer.bias is None else layer.bias.detach())
     act = torch.relu if spec.relu else (lambda t: t)
     Y, Yp = act(Z).double(), act(Zp).double()
     if rescale:
@@ -318,16 +321,17 @@ def run(p: Preset, seed: int, progress: bool = True) -> dict:
 
 
 def main(out_dir: Path, preset: str | Preset = "quick", seed: int = 0, *,
-         progress: bool = True) -> dict:
+         progress: bool = True, presets: dict = PRESETS, experiment: str = "depth",
+         files: tuple[str, str] = (JSON_NAME, PNG_NAME)) -> dict:
     """Run a preset (``p.seeds`` seeds from ``seed`` on) and write ``depth.json`` and
-    ``depth.png`` into ``out_dir``."""
-    p, out_dir, start = begin_run(out_dir, preset, PRESETS)
+    ``depth.png`` (or ``files``) into ``out_dir``."""
+    p, out_dir, start = begin_run(out_dir, preset, presets)
     runs = [run(p, s, progress) for s in seed_list(seed, p.seeds)]
-    payload = dict(experiment="depth", preset=p.name, seed=seed, seeds=seed_list(seed, p.seeds),
+    payload = dict(experiment=experiment, preset=p.name, seed=seed, seeds=seed_list(seed, p.seeds),
                    description=p.description, test_samples=p.test_samples, samples=p.samples,
                    admm=dict(p.admm), layers=runs[0]["layers"], sparsities=list(p.sparsities),
                    runs=runs)
-    return write_run(out_dir, payload, plot(payload), start, PNG_NAME, JSON_NAME)
+    return write_run(out_dir, payload, plot(payload), start, files[1], files[0])
 
 
 def markdown_section(payload: dict) -> str:
@@ -337,8 +341,10 @@ def markdown_section(payload: dict) -> str:
     s = st["summary"]
     logits = payload["runs"][0]["summary"]["logits_layer"]
     n = len(payload["runs"])
-    lines = ["## Depth: which layer can be thresholded", "", "```",
-             f"nettrim experiment depth --preset {payload['preset']} --out runs/depth", "```", "",
+    name = payload["experiment"].replace("_", "-")
+    title = TITLES.get(name, name)
+    lines = [f"## {title}", "", "```",
+             f"nettrim experiment {name} --preset {payload['preset']} --out runs/{name}", "```", "",
              payload["description"], "",
              f"Every number: {SPREAD} ({n} seed{'s' if n > 1 else ''}). Original test accuracy "
              f"{pm(st['test_accuracy'])} %.", ""]

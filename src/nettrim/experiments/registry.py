@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import bounds, cascade_vs_parallel, depth, dimensionality, robustness, sample_complexity
+from . import (bounds, cascade_vs_parallel, depth, depth_conv, dimensionality, robustness,
+               sample_complexity)
 
 EXPERIMENTS: dict[str, Callable[[Path, str, int], dict]] = {
     "sample-complexity": sample_complexity.main,
     "bounds": bounds.main,
     "cascade-vs-parallel": cascade_vs_parallel.main,
     "depth": depth.main,
+    "depth-conv": depth_conv.main,
     "dimensionality": dimensionality.main,
     "robustness": robustness.main,
 }
@@ -25,6 +27,7 @@ MODULES = {
     "bounds": bounds,
     "cascade-vs-parallel": cascade_vs_parallel,
     "depth": depth,
+    "depth-conv": depth_conv,
     "dimensionality": dimensionality,
     "robustness": robustness,
 }
