@@ -426,8 +426,8 @@ def markdown_section(payload: dict) -> str:
         lines.append(
             f"| {r['arch']} | {r['epsilon'][0]:g} | {r['mode']}{'' if all(r['solved']) else ' (*)'} | "
             f"{pm(r['sparsity'], '.1f', 100)} | {pm(r['rel_error_train'], '.4f')} | "
-            f"{pm(r['rel_error_test'], '.4f')} | {pm(r['bound_general_rel'], '.3g')} | "
-            f"{pm(r['tightness_general_train'], '.2g')} | {pm(r['bound_paper_rel'], '.4f')} | "
+            f"{pm(r['rel_error_test'], '.4f')} | {pm(r['bound_general_rel'], '.3f')} | "
+            f"{pm(r['tightness_general_train'], '.3f')} | {pm(r['bound_paper_rel'], '.4f')} | "
             f"{_yes(r['paper_form_holds_train'])} / {_yes(r['paper_form_holds_test'])} |")
     s = st["summary"]
     lines += ["", f"- every theorem bound holds on the pruning samples: "
