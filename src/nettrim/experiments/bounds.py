@@ -347,6 +347,7 @@ def plot(payload: dict):
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     nets = stack(payload["runs"])["nets"]
     fig, axes = plt.subplots(len(nets), 2, figsize=(12, 4.2 * len(nets)), squeeze=False,
@@ -375,6 +376,9 @@ def plot(payload: dict):
                                for a in A], style, label)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(eps))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("relative eps g (first layer)")
             ax.set_ylabel("||Yhat_L - Y_L||_F / ||Y_L||_F")
             ax.set_title(f"{net['arch']}: {mode}")
