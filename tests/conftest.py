@@ -48,3 +48,26 @@ def mlp_checkpoint(tmp_path_factory):
     save_checkpoint(path, model, "mlp-60-60", {}, {"dataset": "mnist"})
     torch.set_num_threads(threads)
     return path
+
+
+def _write_cifar_batches(root, writer, n: int = 4, seed: int = 0) -> dict:
+    """The six CIFAR-10 python batches (data_batch_1..5, test_batch) of ``n`` random images
+    each, written into ``root`` by ``writer(path, data, labels, batch_label)``; returns
+    {name: (data (n, 3072) uint8, labels)}."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).tolist()
+        writer(root / name, data, labels, name.encode())
+        written[name] = (data, labels)
+    return written
+
+
+@pytest.fixture
+def cifar_batches():
+    """``cifar_batches(root, writer, n=4, seed=0)``: write the six CIFAR-10 batches with a
+    test's own batch writer (pickle.dump, or bytes as Python 2's cPickle wrote them)."""
+    return _write_cifar_batches

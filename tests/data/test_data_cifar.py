@@ -16,22 +16,11 @@ def write_cifar_batch(path, data: np.ndarray, labels: list[int], label: bytes) -
         pickle.dump(batch, f, protocol=2)
 
 
-def _write_all(root, n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).tolist()
-        write_cifar_batch(root / name, data, labels, name.encode())
-        out[name] = (data, labels)
-    return out
-
-
 @pytest.mark.parametrize("nested", [False, True])
-def test_cifar_layout_and_labels(tmp_path, nested):
+def test_cifar_layout_and_labels(tmp_path, nested, cifar_batches):
     root = tmp_path / "cifar-10-batches-py" if nested else tmp_path
     root.mkdir(exist_ok=True)
-    written = _write_all(root)
+    written = cifar_batches(root, write_cifar_batch)
     data, labels = written["test_batch"]
     data[2, :] = 0
     data[2, 1 * 1024 + 5 * 32 + 7] = 201          # channel G, row 5, column 7
@@ -46,8 +35,8 @@ def test_cifar_layout_and_labels(tmp_path, nested):
     assert np.array_equal(train_raw[4].reshape(-1).numpy(), written["data_batch_2"][0][0])
 
 
-def test_cifar_normalization(tmp_path):
-    _write_all(tmp_path)
+def test_cifar_normalization(tmp_path, cifar_batches):
+    cifar_batches(tmp_path, write_cifar_batch)
     raw, _ = load_raw("cifar10", "test", tmp_path)
     x, _ = load_dataset("cifar10", "test", tmp_path)
     info = DATASETS["cifar10"]
@@ -67,16 +56,16 @@ def test_cifar_missing(tmp_path):
 
 
 @pytest.mark.parametrize("payload", [b"not a pickle", b"", b"\x80\x02}q\x00."])
-def test_cifar_corrupt_batch(tmp_path, payload):
-    _write_all(tmp_path)
+def test_cifar_corrupt_batch(tmp_path, payload, cifar_batches):
+    cifar_batches(tmp_path, write_cifar_batch)
     (tmp_path / "test_batch").write_bytes(payload)
     with pytest.raises(NettrimError) as err:
         load_raw("cifar10", "test", tmp_path)
     assert "test_batch" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_cifar_wrong_shape(tmp_path):
-    _write_all(tmp_path)
+def test_cifar_wrong_shape(tmp_path, cifar_batches):
+    cifar_batches(tmp_path, write_cifar_batch)
     write_cifar_batch(tmp_path / "test_batch", np.zeros((2, 3000), np.uint8), [0, 1], b"x")
     with pytest.raises(NettrimError, match="malformed CIFAR-10 batch"):
         load_raw("cifar10", "test", tmp_path)

@@ -119,19 +119,8 @@ def write_py2_batch(path: Path, data: np.ndarray, labels: list[int], label: byte
     path.write_bytes(b"".join(out))
 
 
-def _all_batches(root: Path, n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    written = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).tolist()
-        write_py2_batch(root / name, data, labels, name.encode())
-        written[name] = (data, labels)
-    return written
-
-
-def test_a_batch_written_as_python2_cpickle_wrote_it_loads(tmp_path):
-    written = _all_batches(tmp_path)
+def test_a_batch_written_as_python2_cpickle_wrote_it_loads(tmp_path, cifar_batches):
+    written = cifar_batches(tmp_path, write_py2_batch, n=3)
     # the plain unpickler agrees with the file's meaning
     plain = pickle.loads((tmp_path / "test_batch").read_bytes(), encoding="bytes")
     assert np.array_equal(plain[b"data"], written["test_batch"][0]) and plain[b"labels"] == written["test_batch"][1]
@@ -158,9 +147,9 @@ def _payload_batches(marker: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", list(_payload_batches(Path("/x"))))
-def test_a_cifar_batch_with_a_payload_is_refused_and_the_payload_never_runs(tmp_path, name):
+def test_a_cifar_batch_with_a_payload_is_refused_and_the_payload_never_runs(tmp_path, name, cifar_batches):
     marker = tmp_path / "payload-ran"
-    _all_batches(tmp_path)
+    cifar_batches(tmp_path, write_py2_batch, n=3)
     (tmp_path / "test_batch").write_bytes(_payload_batches(marker)[name])
     with pytest.raises(NettrimError) as err:
         load_raw("cifar10", "test", tmp_path)
