@@ -93,3 +93,8 @@ def test_quick_preset_compares_both_forms(quick):
     assert {r["N"] for r in sc_["rows"]} == {50, 100}
     # the NIPS count is a sufficient condition far above where recovery starts
     assert 0 < sc_["forms"]["(11s+7) log N"]["constant"] < 1
+
+
+def test_pooled_fit_of_one_seed_is_that_seed(quick):
+    _, payload = quick
+    assert sc.pooled(payload["runs"])["rows"] == payload["runs"][0]["scaling"]["rows"]
