@@ -485,7 +485,7 @@ def plot(payload: dict):
         ax.xaxis.set_minor_formatter(NullFormatter())
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax_r.set_xlabel("input dimension N")
     ax_r.set_ylabel("P50 / form")
     ax_r.set_title("a flat line: the form grows with N and s as the data do")
