@@ -120,15 +120,23 @@ def depth(p: dict) -> list[tuple]:
 
 def dimensionality(p: dict) -> list[tuple]:
     """Reproduced when, on images restricted to a k-dimensional subspace, the smallest k loses
-    less than the largest at every thresholding sparsity; partially when at some."""
+    less than the largest at every thresholding sparsity; partially when at some. On PCA
+    coordinates the order is called reversed when k and the change are positively
+    rank-correlated at every sparsity."""
     v = p["summary"]["reconstruct"]
     held = v["holds_at_sparsities"]
+    coords = p["summary"]["coords"]["per_sparsity"].values()
+    reversed_ = all(q["spearman_k_vs_change"] is not None and q["spearman_k_vs_change"] > 0
+                    for q in coords)
     verdict = ("reproduced" if len(held) == len(p["sparsities"]) else
                "partially" if held else "contradicted")
     return [("The smaller the data's dimension, the smaller the drop from thresholding "
              "(seed 004)", verdict,
-             "smaller k loses less at " + (", ".join(f"{100 * s:g}" for s in held) or "no")
-             + f" % of the sparsities {', '.join(f'{100 * s:g}' for s in p['sparsities'])} %",
+             "on reconstructed images the smallest k loses less than the largest at sparsities "
+             + (", ".join(f"{100 * s:g}" for s in held) or "none") + " % (of "
+             + ", ".join(f"{100 * s:g}" for s in p["sparsities"]) + " %)"
+             + ("; on PCA coordinates the order is reversed at every sparsity" if reversed_
+                else ""),
              _command("dimensionality"))]
 
 
