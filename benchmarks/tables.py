@@ -23,6 +23,7 @@ import default_config  # noqa: E402
 import distributed  # noqa: E402
 import export_tables  # noqa: E402
 import fixed_count  # noqa: E402
+import memory  # noqa: E402
 import speed  # noqa: E402
 import structured  # noqa: E402
 
@@ -42,6 +43,8 @@ BLOCKS = {  # name: (file under the repository root, result files, renderer of t
     "fixed_count": ("docs/results.md", ("fixed_count.json",), fixed_count.table),
     "speed": ("docs/results.md", ("speed.json",), speed.table),
     "distributed": ("docs/distributed.md", ("distributed.json",), distributed.table),
+    "memory_lenet5": ("docs/distributed.md", ("memory.json",), memory.lenet5_table),
+    "memory_fc6": ("docs/distributed.md", ("memory.json",), memory.fc6_table),
     "structured_grid": ("docs/structured.md", ("structured.json",), structured.grid_table),
     "structured_result": ("docs/structured.md", ("structured.json",), structured.result_table),
     "structured_speed": ("docs/structured.md", ("inference.json",), structured.speed_table),
