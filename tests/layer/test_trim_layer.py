@@ -249,3 +249,26 @@ def test_within_is_the_measured_check_whatever_the_status(cap):
     assert res.status != "solved" or res.within
     if cap == 3000:
         assert res.status == "solved"
+
+
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_compressed_rows_keep_every_ball(per_neuron):
+    """A linear-program layer solved on R (A = QR) keeps, for every U, the slack of its ball:
+    ||A U - Y||^2 - eps^2 = ||R U - Q^T Y||^2 - eps'^2 (targets off the range of A too)."""
+    from nettrim.layer.api import compress_rows
+    from nettrim.layer.problem import LayerProblem
+
+    X, Z = teacher(5, P=400, N=30, M=6)
+    Y = Z + 0.05 * torch.randn(Z.shape, generator=torch.Generator().manual_seed(1), dtype=Z.dtype)
+    A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    eps = (0.2 * Y.norm(dim=0)) if per_neuron else (0.2 * Y.norm()).reshape(1)
+    big = LayerProblem(A, Y, torch.zeros_like(Y), eps, relu=False, bias=True, per_neuron=per_neuron)
+    small = compress_rows(big)
+    assert small.A.shape == (31, 31) and small.Y.shape == (31, 6)
+    for seed in range(3):
+        U = torch.randn(31, 6, generator=torch.Generator().manual_seed(seed), dtype=X.dtype)
+        slack = lambda p: p.discrepancy(U).square().sum() if not per_neuron else p.discrepancy(U).square()
+        assert torch.allclose(slack(big) - big.eps.square(), slack(small) - small.eps.square(),
+                              rtol=1e-9, atol=1e-8 * float(Y.norm()) ** 2)
+    relu = replace(big, relu=True)
+    assert compress_rows(relu) is relu  # the ReLU program's constraints are per row

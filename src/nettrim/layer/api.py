@@ -125,7 +125,7 @@ def _solve_on_live_features(problem, settings, U0, reweight, progress, loose_las
     (the values are refit afterwards) the last one too.
     """
     live = problem.A.abs().amax(dim=0) > 0
-    sub = replace(problem, A=problem.A[:, live])
+    sub = compress_rows(replace(problem, A=problem.A[:, live]))
     loose = settings if settings.support_rel_tol is None else \
         replace(settings, rel_tol=max(settings.rel_tol, settings.support_rel_tol))
     last = loose if loose_last else settings
@@ -252,6 +252,42 @@ def _row_sample(problem: LayerProblem, rows: int) -> LayerProblem:
         ratio = (part.norm() / target.norm().clamp_min(1e-30)).reshape(1)
     return replace(problem, A=problem.A[pick], Y=problem.Y[pick], V=problem.V[pick],
                    eps=problem.eps * ratio.to(problem.eps.dtype))
+
+
+def compress_rows(problem: LayerProblem) -> LayerProblem:
+    """A linear-program layer (no ReLU) with more rows than features, on N' rows instead of P.
+
+    With the reduced QR factorization A = Q R (Q: P x N' with orthonormal columns),
+    ||A U - Y||_F^2 = ||R U - Q^T Y||_F^2 + ||(I - Q Q^T) Y||_F^2 for every U, so the ball
+    ||A U - Y||_F <= eps is the ball ||R U - Q^T Y||_F <= sqrt(eps^2 - ||(I - Q Q^T) Y||_F^2)
+    (per neuron: column by column). Same feasible set, same l1 objective, same solution; an
+    ADMM iteration costs O(N'^2 M) instead of O(P N' M). A ReLU layer's constraints are per
+    row (Omega, the inequalities) and are left as they are, and so is a ball that does not
+    reach the range of A (eps below the residual: the least-squares fit decides that case).
+    """
+    P, N = problem.A.shape
+    if problem.relu or P <= 2 * N:
+        return problem
+    R, QtY, rest = _range_part(problem.A.double(), problem.Y.double())
+    rest = rest if problem.per_neuron else rest.sum().reshape(1)
+    radius2 = problem.eps.double().square() - rest
+    if not bool((radius2 > 0).all()):
+        return problem
+    dt = problem.A.dtype
+    return replace(problem, A=R.to(dt), Y=QtY.to(dt), V=torch.zeros(N, QtY.shape[1], dtype=dt,
+                   device=problem.A.device), eps=radius2.sqrt().to(problem.eps.dtype))
+
+
+def _range_part(A: torch.Tensor, Y: torch.Tensor):
+    """(R, Q^T Y, ||(I - Q Q^T) y_m||^2 per column) for A = Q R: R from the Cholesky factor of
+    A^T A (one Gram product, far cheaper than a QR of a tall A), a QR when A^T A is singular."""
+    L, info = torch.linalg.cholesky_ex(A.T @ A)
+    if int(info) == 0:
+        QtY = torch.linalg.solve_triangular(L, A.T @ Y, upper=False)
+        return L.T, QtY, (Y.square().sum(0) - QtY.square().sum(0)).clamp_min(0)
+    Q, R = torch.linalg.qr(A)
+    QtY = Q.T @ Y
+    return R, QtY, (Y - Q @ QtY).square().sum(0)
 
 
 def _within_hinge(problem: LayerProblem, U, settings) -> bool:

@@ -35,6 +35,8 @@ def refit_on_support(problem: LayerProblem, U: torch.Tensor, *, max_steps: int =
     Y, V = problem.Y.double(), problem.V.double()
     active = problem.active
     U0 = U.double()
+    if not problem.relu:
+        return _refit_linear(A, Y, U0).to(U.dtype)
     out = U0.clone()
     for m in range(U0.shape[1]):
         support = U0[:, m] != 0
@@ -79,11 +81,32 @@ def _refit_neuron(As, y, v, on, u, relu, max_steps):
     return u
 
 
+def _refit_linear(A: torch.Tensor, Y: torch.Tensor, U0: torch.Tensor) -> torch.Tensor:
+    """Without ReLU, f_m(u) = u^T G u - 2 u^T b_m + ||y_m||^2 with G = A^T A, b = A^T Y: each
+    neuron's least squares on its support S solves G_SS u_S = b_S, from one Gram matrix for the
+    layer (O(P N'^2) once, not per neuron); a neuron keeps u0 where that is not lower."""
+    G, B = A.T @ A, A.T @ Y
+    out = U0.clone()
+    for m in range(U0.shape[1]):
+        s = U0[:, m] != 0
+        if bool(s.any()):
+            K, b, u0 = G[s][:, s], B[s, m], U0[s, m]
+            cand = _solve_normal(K.clone(), b)
+            if float(cand @ K @ cand - 2 * cand @ b) <= float(u0 @ K @ u0 - 2 * u0 @ b):
+                out[s, m] = cand
+    return out
+
+
 def _least_squares(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """argmin ||A x - b|| by normal equations with a tiny ridge (rank-deficient safe)."""
-    K = A.T @ A
+    return _solve_normal(A.T @ A, A.T @ b)
+
+
+def _solve_normal(K: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """x with K x = rhs for a Gram matrix K (modified in place): Cholesky with a tiny ridge,
+    least squares when K is singular even so."""
     K.diagonal().add_(1e-10 * float(K.diagonal().mean()) + 1e-12)
     L, info = torch.linalg.cholesky_ex(K)
     if int(info) == 0:
-        return torch.cholesky_solve((A.T @ b).unsqueeze(1), L).squeeze(1)
-    return torch.linalg.lstsq(A, b.unsqueeze(1)).solution.squeeze(1)
+        return torch.cholesky_solve(rhs.unsqueeze(1), L).squeeze(1)
+    return torch.linalg.lstsq(K, rhs.unsqueeze(1)).solution.squeeze(1)
