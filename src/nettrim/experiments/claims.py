@@ -12,6 +12,7 @@ import numpy as np
 from .common import pm, stack
 
 VERDICTS = ("reproduced", "partially", "contradicted", "not testable here")
+NETS = {"mlp-deep": "784-256x5-10 MLP", "lenet5": "LeNet-5"}
 
 
 def _command(name: str) -> str:
@@ -104,17 +105,18 @@ def depth(p: dict) -> list[tuple]:
     rows = st["nettrim"]
     wins = [np.mean(r["drop_nettrim"]) > np.mean(r["drop_threshold"]) for r in rows]
     first = [r for r in rows if r["layer"] == p["layers"][0]]
+    net = NETS.get(p["runs"][0]["model"]["arch"], p["runs"][0]["model"]["arch"])
     return [
-        ("Thresholding an earlier layer costs more accuracy (seed 004)",
+        (f"Thresholding an earlier layer costs more accuracy (seed 004; {net})",
          _verdict(s["first_hurts_more_than_last_hidden"]),
          f"first minus last hidden layer, mean change at 80-95 %: "
-         f"{pm(s['first_minus_last_hidden'], '+.2f')} points", _command("depth")),
+         f"{pm(s['first_minus_last_hidden'], '+.2f')} points", _command(p["experiment"])),
         ("Without retraining, a layer-wise convex pruner beats thresholding at the same "
-         "count (seed 004)", "reproduced" if all(wins) else "partially" if any(wins)
+         f"count (seed 004; {net})", "reproduced" if all(wins) else "partially" if any(wins)
          else "contradicted",
          f"Net-Trim costs less on {sum(wins)} of {len(wins)} (g, layer) rows; layer 1: "
          + ", ".join(f"{pm(r['drop_nettrim'], '+.2f')} vs {pm(r['drop_threshold'], '+.2f')}"
-                     for r in first), _command("depth")),
+                     for r in first), _command(p["experiment"])),
     ]
 
 
@@ -156,7 +158,7 @@ def robustness(p: dict) -> list[tuple]:
 
 
 RULES = {"sample-complexity": sample_complexity, "bounds": bounds,
-         "cascade-vs-parallel": cascade_vs_parallel, "depth": depth,
+         "cascade-vs-parallel": cascade_vs_parallel, "depth": depth, "depth-conv": depth,
          "dimensionality": dimensionality, "robustness": robustness}
 
 UNTESTED = [
