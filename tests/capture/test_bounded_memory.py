@@ -76,6 +76,7 @@ def test_a_budget_that_holds_every_row_changes_nothing(mlp, mode):
     assert [r.epsilon for r in a.report.layers] == [r.epsilon for r in b.report.layers]
     for r in b.report.layers:
         assert r.info["rows_kept"] == r.info["rows_total"] == 2000 < r.info["rows_limit"]
+    assert b.report.bound == a.report.bound and "bound_withheld" not in b.report.settings
     assert b.report.peak_memory_mb > 0
 
 
@@ -83,14 +84,17 @@ def test_a_budget_that_holds_every_row_changes_nothing(mlp, mode):
 def test_a_tight_budget_keeps_a_sample_and_certifies_on_it(mlp, mode):
     """1,200 rows of the first layer fit: it is solved on them and its certificate holds there
     (measured again by ``verify``, which captures the same rows from the report's settings);
-    the later, narrower layers keep all 2,000."""
+    the later, narrower layers keep all 2,000. The network bound is withheld."""
     model, x = mlp
     res = nettrim.prune(model, x, mode=mode, progress=False, max_memory=first_layer_bytes(1200))
     first, *rest = res.report.layers
     assert first.info["rows_kept"] == first.info["rows_limit"] == 1200 == first.samples
     assert first.info["rows_total"] == 2000
     assert all(r.info["rows_kept"] == 2000 for r in rest)
-    assert all(r.certified for r in res.report.layers) and res.report.bound is not None
+    assert all(r.certified for r in res.report.layers)
+    # the layers' claims hold on different rows: no network bound is claimed from them
+    assert res.report.bound is None
+    assert "layer(s) 1 certified on a sample" in res.report.settings["bound_withheld"]
     checks = verify(model, res.model, x, res.report.to_dict())
     assert checks and all(c.holds for c in checks)
     assert res.report.settings["capture"]["max_memory"] == first_layer_bytes(1200)
@@ -140,6 +144,7 @@ def test_cli_reports_the_rows_kept(mlp_checkpoint, tmp_path, capsys):
     printed = capsys.readouterr().out
     kept = 16 * 2 ** 20 // bytes_per_row(784, 60)
     assert f"on {kept:,} of its 1,500 rows" in printed and "peak memory" in printed
+    assert "no network bound: max_memory: layer(s) 1 certified on a sample" in printed
     report = json.loads(next(out.glob("*.json")).read_text())
     first = report["report"]["layers"][0]
     assert first["info"]["rows_kept"] == kept and first["info"]["rows_total"] == 1500

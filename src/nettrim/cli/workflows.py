@@ -195,6 +195,9 @@ def print_summary(summary: dict, result, log=print) -> None:
         log(f"certified: every layer within its tolerance on the calibration inputs; output "
             f"discrepancy {rep.output_error / rep.output_norm:.4f} <= bound "
             f"{rep.bound / rep.output_norm:.4f} (relative)")
+    elif rep.settings.get("bound_withheld"):
+        log(f"no network bound: {rep.settings['bound_withheld']}; output discrepancy "
+            f"{rep.output_error / rep.output_norm:.4f} (relative)")
     else:
         log(f"no network bound: not certified {', '.join(rep.uncertified)}; output discrepancy "
             f"{rep.output_error / rep.output_norm:.4f} (relative)")

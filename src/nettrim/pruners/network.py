@@ -133,7 +133,12 @@ def run_scheme(model: nn.Module, inputs: torch.Tensor, method: LayerMethod, *, m
         seconds=time.perf_counter() - start,
         output_error=float((out_new - out_orig).norm()), output_norm=float(out_orig.norm()),
         bound=None, skipped=skipped, resumed=resumed, peak_memory_mb=peak_memory_mb())
-    if not report.uncertified and is_chain(specs):  # Theorems 1-2 assume a plain chain
+    cut = _sampled(reports)
+    if cut:  # each layer certified on its own rows: no chain of the layers' claims holds on all
+        report.settings = dict(report.settings, bound_withheld=(
+            f"max_memory: layer(s) {', '.join(cut)} certified on a sample of their rows; the "
+            f"network bound needs every layer's claim on the same inputs"))
+    if not report.uncertified and is_chain(specs) and not cut:  # Theorems 1-2 assume a plain chain
         report.bound = _bound(mode, reports, original, pruned)
     if folded:  # back to the model's own classes: each BN only adds its layer's folded bias
         pruned = restore_batchnorm(pruned, model, folded)
@@ -201,6 +206,13 @@ def _make_job(original, pruned, spec: LayerSpec, specs, inputs, mode, batch_size
     return LayerJob(spec, weight, bias, X, Y, Z, first=spec.index == 0,
                     last=spec.index == len(specs) - 1, images=int(inputs.shape[0]),
                     shape=tuple(original.get_submodule(spec.name).weight.shape))
+
+
+def _sampled(reports: list[LayerReport]) -> list[str]:
+    """The layers whose rows ``max_memory`` cut to a sample (fewer kept than captured and
+    the limit reached)."""
+    return [r.name for r in reports
+            if r.info.get("rows_limit") == r.info.get("rows_kept", -1) < r.info.get("rows_total", 0)]
 
 
 def _release(job: LayerJob) -> None:
