@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="the experiments that check the theory")
     p.add_argument("name", help="sample-complexity, bounds, cascade-vs-parallel, depth, "
-                                "dimensionality, robustness")
+                                "depth-conv, dimensionality, robustness")
     p.add_argument("--preset", default="quick", choices=["quick", "full"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
