@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import any_model  # noqa: E402
 import budget  # noqa: E402
 import default_config  # noqa: E402
 import distributed  # noqa: E402
@@ -42,6 +43,7 @@ BLOCKS = {  # name: (file under the repository root, result files, renderer of t
     "default_vs_paper": ("docs/results.md", ("budget.json",), lambda d: budget.compare_table(d["compare"])),
     "fixed_count": ("docs/results.md", ("fixed_count.json",), fixed_count.table),
     "speed": ("docs/results.md", ("speed.json",), speed.table),
+    "any_model": ("docs/results.md", ("any_model.json",), any_model.table),
     "distributed": ("docs/distributed.md", ("distributed.json",), distributed.table),
     "memory_lenet5": ("docs/distributed.md", ("memory.json",), memory.lenet5_table),
     "memory_fc6": ("docs/distributed.md", ("memory.json",), memory.fc6_table),
