@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from common import machine, run
-from nettrim import NetTrim, prune, shrink
+from nettrim import NetTrim, NettrimError, prune, shrink
 from nettrim.data import subset, validation_split
 from nettrim.experiments import zoo
 from nettrim.models import evaluate, finetune
@@ -84,6 +84,8 @@ def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None
     t0 = time.perf_counter()
     if method == "shrink":
         found = shrink(model, xs, val, MAX_DROP, progress=False)
+        if found.report is None:  # no trial within the budget: nothing pruned to compare at
+            raise NettrimError(f"{net} seed {seed}: shrink found no model within the budget")
         pruned, report, extra = found.model, found.report, dict(
             status=str(found.status), epsilon=None if found.chosen is None else found.chosen.epsilon,
             trials=[dict(epsilon=t.epsilon, kept=t.kept, drop=t.drop) for t in found.search])
