@@ -39,6 +39,7 @@ from nettrim import NetTrim, NettrimError, prune, shrink
 from nettrim.data import subset, validation_split
 from nettrim.experiments import zoo
 from nettrim.models import evaluate, finetune
+from nettrim.pruners.network import peak_memory_mb
 from nettrim.report import write_json_atomic
 
 OUT = Path(__file__).parent / "results" / "any_model.json"
@@ -65,10 +66,6 @@ def network(net: str, seed: int):
     return model, xs, (data.x_train[val], data.y_train[val]), train, (data.x_test, data.y_test)
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _cpu_seconds() -> float:
     """CPU time of this process, all threads (less sensitive than wall time to other jobs)."""
     use = resource.getrusage(resource.RUSAGE_SELF)
@@ -80,7 +77,7 @@ def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None
     after one masked epoch; run in its own process (see the module doc)."""
     torch.set_num_threads(2)
     model, xs, val, train, test = network(net, seed)
-    base, cpu0 = _peak_mb(), _cpu_seconds()
+    base, cpu0 = peak_memory_mb(), _cpu_seconds()
     t0 = time.perf_counter()
     if method == "shrink":
         found = shrink(model, xs, val, MAX_DROP, progress=False)
@@ -93,7 +90,7 @@ def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None
         res = prune(model, xs, method=NetTrim(epsilon=float(source.split()[-1]))
                     if method == "nettrim" else method, counts=counts, progress=False)
         pruned, report, extra = res.model, res.report, {}
-    seconds, cpu, peak = time.perf_counter() - t0, _cpu_seconds() - cpu0, _peak_mb()
+    seconds, cpu, peak = time.perf_counter() - t0, _cpu_seconds() - cpu0, peak_memory_mb()
     row = dict(net=net, seed=seed, method=method, source=source, seconds=seconds, cpu_seconds=cpu,
                peak_memory_mb=peak, base_memory_mb=base, kept=1 - report.sparsity,
                layer_nonzeros={r.name: r.nnz_after for r in report.layers},

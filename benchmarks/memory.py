@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 import torch
 
 from common import machine, run
+from nettrim.pruners.network import peak_memory_mb
 from nettrim.report import write_json_atomic
 
 OUT = Path(__file__).parent / "results" / "memory.json"
@@ -47,10 +47,6 @@ FC6 = dict(n_inputs=25088, n_outputs=4096, rows=50000, node_cores=2, node_gib=24
 SOLVE_ROWS = 8000  # NetTrim().solve_rows: the ADMM solves' rows; the refit uses all of them
 SOLVES = 3  # NetTrim(): one l1 solve and 2 reweighted ones, each forms its own Gram and inverse
 NODES = (1, 4, 16, 64)
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- part 1: LeNet-5 on 55,000 images ------------------------------------------------------------
@@ -65,7 +61,7 @@ def lenet5_child(budget: str | None) -> dict:
     data = zoo.load_data("mnist")
     keep, val = validation_split(len(data.x_train), VALIDATION)
     xs = data.x_train[keep].contiguous()
-    before = peak_mb()
+    before = peak_memory_mb()
     t0 = time.perf_counter()
     res = prune(model, xs, method=NetTrim(), mode="cascade", max_memory=budget, progress=True)
     seconds = time.perf_counter() - t0
@@ -218,7 +214,7 @@ def fc6() -> dict:
     print("fc6: a real trim_layer on 3,136 x 64, 1,000 rows ...", flush=True)
     reduced = reduced_run()
     print(f"  {reduced}", flush=True)
-    return dict(layer=FC6, pieces=pieces, reduced=reduced, peak_memory_mb=peak_mb(), load_average=os.getloadavg(),
+    return dict(layer=FC6, pieces=pieces, reduced=reduced, peak_memory_mb=peak_memory_mb(), load_average=os.getloadavg(),
                 estimate=estimate(pieces, reduced))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from nettrim.experiments import zoo
 from nettrim.layer import ADMMSettings
 from nettrim.layer.reference import solve_reference
 from nettrim.models import build_model, evaluate, train
+from nettrim.pruners.network import peak_memory_mb
 
 OUT = Path(__file__).parent / "results" / "speed.json"
 NET = dict(arch="lenet-300-100", dataset="mnist", epochs=15, dropout=0.2, validation=5000)
@@ -94,7 +94,7 @@ def full_training_set() -> dict:
     t0 = time.perf_counter()
     res = prune(model, data.x_train[keep], method=NetTrim(), progress=False)
     return dict(samples=int(len(keep)), seconds=time.perf_counter() - t0,
-                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                peak_memory_mb=peak_memory_mb(),
                 dense_validation=evaluate(model, xv, yv), validation=evaluate(res.model, xv, yv),
                 validation_2000=evaluate(small.model, xv, yv), kept_2000=1 - small.report.sparsity,
                 kept=1 - res.report.sparsity,

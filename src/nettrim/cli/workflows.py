@@ -13,6 +13,7 @@ from ..data import DATASETS, load_dataset, subset, validation_split
 from ..errors import NettrimError, require
 from ..models import build_model, count_nonzero, evaluate, finetune, load_checkpoint, save_checkpoint, train
 from ..pruners import NetTrim, prune, shrink
+from ..pruners.network import peak_memory_mb
 from ..pruners.resume import run_key
 from ..report import layer_table, write_json_atomic
 from ..report.plots import plot_nonzeros
@@ -38,13 +39,6 @@ RECIPES = {"lenet-300-100": Recipe(), "mlp-100-100": Recipe(), "mlp-60-60": Reci
            "resnet20": Recipe(epochs=4, dropout=None), "vit-tiny": Recipe(epochs=10, dropout=None)}
 VALIDATION_SIZE = 5000  # training images held out by `nettrim train` and `prune --max-drop`
 VALIDATION_SEED = 0
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (``nettrim.pruners.network``)."""
-    from ..pruners.network import peak_memory_mb as peak
-
-    return peak()
 
 
 def recipe_kwargs(arch: str, dataset: str) -> dict:
