@@ -27,14 +27,12 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from common import machine, run
+from common import child_result, machine, run, start_child
 from nettrim import NetTrim, NettrimError, prune, shrink
 from nettrim.data import subset, validation_split
 from nettrim.experiments import zoo
@@ -102,12 +100,8 @@ def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None
 
 
 def _in_subprocess(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--row", json.dumps(spec)],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"error: row {spec['net']} seed {spec['seed']} {spec['method']} "
-                         f"({spec['source']}) failed: {out.stderr.strip().splitlines()[-1]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_result(start_child(__file__, json.dumps(spec)),
+                        f"row {spec['net']} seed {spec['seed']} {spec['method']} ({spec['source']})")
 
 
 def rows_for(net: str, seed: int, done: dict):
@@ -132,10 +126,10 @@ def main() -> None:
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--row", help=argparse.SUPPRESS)  # internal: one prune, JSON to stdout
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: one prune, JSON to stdout
     args = ap.parse_args()
-    if args.row:
-        print(json.dumps(prune_row(**json.loads(args.row))))
+    if args.child:
+        print(json.dumps(prune_row(**json.loads(args.child))))
         return
     nets = [n for n in args.nets.split(",") if n]
     unknown = sorted(set(nets) - set(NETS))

@@ -1,7 +1,12 @@
-"""What every benchmark script shares: the machine it ran on, and a one-line exit on bad input."""
+"""What every benchmark script shares: the machine it ran on, a one-line exit on bad input, and
+one measurement per fresh process (so that its peak resident memory, ru_maxrss, is its own)."""
 from __future__ import annotations
 
+import json
+import os
 import platform
+import subprocess
+import sys
 from typing import Callable
 
 import torch
@@ -21,3 +26,21 @@ def run(main: Callable[[], None]) -> None:
         main()
     except NettrimError as exc:
         raise SystemExit(f"error: {exc}")
+
+
+def start_child(script: str, payload: str) -> subprocess.Popen:
+    """``python script --child payload`` in a fresh process, stdout and stderr piped; the
+    script's main prints the measurement as one JSON line (``--child`` is hidden from --help)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen([sys.executable, script, "--child", payload], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def child_result(proc: subprocess.Popen, what: str) -> dict:
+    """The JSON line a child printed last; a failed child exits here with one line naming
+    ``what`` and the child's own last line of error."""
+    out, err = proc.communicate()
+    if proc.returncode:
+        last = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise SystemExit(f"error: {what} failed: {last}")
+    return json.loads(out.strip().splitlines()[-1])

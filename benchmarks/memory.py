@@ -28,14 +28,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from common import machine, run
+from common import child_result, machine, run, start_child
 from nettrim.pruners.network import peak_memory_mb
 from nettrim.report import write_json_atomic
 
@@ -81,15 +79,10 @@ def lenet5_child(budget: str | None) -> dict:
 def lenet5() -> dict:
     """Each budget of ``BUDGETS`` in a subprocess of its own (its own ru_maxrss), side by side."""
     print(f"lenet5: pruning on 55,000 images with max_memory in {BUDGETS}, one process each ...", flush=True)
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", budget or "none"], env=env,
-                              stdout=subprocess.PIPE, text=True) for budget in BUDGETS]
+    procs = [start_child(__file__, budget or "none") for budget in BUDGETS]
     runs = []
-    for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"error: a LeNet-5 prune exited with {proc.returncode}")
-        runs.append(json.loads(out.strip().splitlines()[-1]))
+    for budget, proc in zip(BUDGETS, procs):
+        runs.append(child_result(proc, f"the LeNet-5 prune at max_memory={budget}"))
         r = runs[-1]
         print(f"  max_memory={r['max_memory']}: {r['seconds']:.0f} s, peak {r['peak_memory_mb']:.0f} MiB, "
               f"validation {r['validation']:.2f} %, test {r['test']:.2f} %", flush=True)
