@@ -29,18 +29,19 @@ def run(main: Callable[[], None]) -> None:
 
 
 def start_child(script: str, payload: str) -> subprocess.Popen:
-    """``python script --child payload`` in a fresh process, stdout and stderr piped; the
-    script's main prints the measurement as one JSON line (``--child`` is hidden from --help)."""
+    """``python script --child payload`` in a fresh process; the script's main prints the
+    measurement as one JSON line on stdout (piped; ``--child`` is hidden from --help). Its
+    stderr (progress, errors) goes where this process's goes, so that children running side
+    by side never stall on a full pipe."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     return subprocess.Popen([sys.executable, script, "--child", payload], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True)
 
 
 def child_result(proc: subprocess.Popen, what: str) -> dict:
     """The JSON line a child printed last; a failed child exits here with one line naming
-    ``what`` and the child's own last line of error."""
-    out, err = proc.communicate()
+    ``what`` (the child's own error is the line printed above it)."""
+    out, _ = proc.communicate()
     if proc.returncode:
-        last = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise SystemExit(f"error: {what} failed: {last}")
+        raise SystemExit(f"error: {what} failed (exit status {proc.returncode}; its error is above)")
     return json.loads(out.strip().splitlines()[-1])
