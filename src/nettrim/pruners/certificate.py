@@ -7,7 +7,9 @@ With X the layer's inputs under the scheme, Y the original layer's target, V its
     exact program:  d <= eps (1 + tol) + floor   and   h <= tol eps + floor
     hinge ball:     sqrt(d^2 + h^2) <= eps (1 + tol) + floor
 
-with floor = 1e-6 ||Y||_F, the solver's own check (``nettrim.layer.api``).
+with floor = 1e-6 ||Y||_F, the solver's own check (``nettrim.layer.api``). For a layer not
+followed by its own ReLU (the linear program: no inactive side, Y = Z its pre-activation) the
+claim says so: it bounds the pre-activation, not what the next activation makes of it.
 """
 from __future__ import annotations
 
@@ -56,4 +58,5 @@ def check_layer(job: LayerJob, weight: torch.Tensor, bias: torch.Tensor | None, 
         return Check(name, "sqrt(d^2 + h^2) <= eps (1 + tol)", math.hypot(d, h), eps * (1 + tol) + floor)
     if h > tol * eps + floor:
         return Check(name, "h <= tol eps (inactive side)", h, tol * eps + floor)
-    return Check(name, "d <= eps (1 + tol)", d, eps * (1 + tol) + floor)
+    claim_text = "d <= eps (1 + tol)" if job.spec.relu else "d <= eps (1 + tol), pre-activation"
+    return Check(name, claim_text, d, eps * (1 + tol) + floor)

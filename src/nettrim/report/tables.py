@@ -5,24 +5,39 @@ from ..pruners.report import PruneReport
 
 
 def layer_table(report: PruneReport) -> str:
-    """Per layer: shape, non-zeros before -> after, kept %, eps, discrepancy/eps, status, time.
+    """Per layer: shape, program, non-zeros before -> after, kept %, eps, discrepancy/eps,
+    status, time.
 
-    A solve that stopped at its iteration cap but whose weights meet the constraints (measured)
-    shows as "feasible, capped"."""
-    head = f"{'layer':<12}{'shape':>12}{'nnz before':>12}{'nnz after':>11}{'kept':>8}" \
+    The program is "relu" (the layer's own ReLU follows it; the tolerance bounds its response)
+    or "linear" (anything else follows: the tolerance bounds its pre-activation, and what reads
+    it moves by at most its Lipschitz constant times that, docs/any-model.md); a footnote says
+    so when a linear layer is listed. A solve that stopped at its iteration cap but whose
+    weights meet the constraints (measured) shows as "feasible, capped"."""
+    head = f"{'layer':<12}{'shape':>12}{'program':>9}{'nnz before':>12}{'nnz after':>11}{'kept':>8}" \
            f"{'eps':>10}{'disc/eps':>10}{'status':>18}{'iters':>7}{'sec':>8}"
     rows = [head, "-" * len(head)]
     for r in report.layers:
         ratio = f"{r.discrepancy / r.epsilon:.3f}" if r.epsilon else "-"
         eps = f"{r.epsilon:.3g}" if r.epsilon is not None else "-"
-        rows.append(f"{r.name:<12}{'x'.join(map(str, r.shape)):>12}{r.nnz_before:>12}"
+        rows.append(f"{r.name:<12}{'x'.join(map(str, r.shape)):>12}{_program(r):>9}{r.nnz_before:>12}"
                     f"{r.nnz_after:>11}{100 * r.kept_fraction:>7.2f}%{eps:>10}{ratio:>10}"
                     f"{status_label(r):>18}{r.iterations:>7}{r.seconds:>8.1f}")
     rows.append("-" * len(head))
-    rows.append(f"{'total':<12}{'':>12}{report.nnz_before:>12}{report.nnz_after:>11}"
+    rows.append(f"{'total':<12}{'':>21}{report.nnz_before:>12}{report.nnz_after:>11}"
                 f"{100 * (1 - report.sparsity):>7.2f}%   ({100 * report.sparsity:.2f} % removed, "
                 f"{report.seconds:.1f} s)")
+    if any(_program(r) == "linear" and r.epsilon is not None for r in report.layers):
+        rows.append(LINEAR_NOTE)
     return "\n".join(rows)
+
+
+LINEAR_NOTE = ("linear: eps bounds the pre-activation; an activation after it moves at most "
+               "its Lipschitz constant times that (docs/any-model.md)")
+
+
+def _program(r) -> str:
+    """The layer's convex program: "relu" when its own ReLU follows it, else "linear"."""
+    return "relu" if r.relu else "linear"
 
 
 def status_label(r) -> str:
