@@ -11,7 +11,8 @@ def layer_table(report: PruneReport) -> str:
     The program is "relu" (the layer's own ReLU follows it; the tolerance bounds its response)
     or "linear" (anything else follows: the tolerance bounds its pre-activation, and what reads
     it moves by at most its Lipschitz constant times that, docs/any-model.md); a footnote says
-    so when a linear layer is listed. A solve that stopped at its iteration cap but whose
+    so when a linear layer is listed; "-" for a layer pruned without a tolerance (a rival
+    method, a fixed count). A solve that stopped at its iteration cap but whose
     weights meet the constraints (measured) shows as "feasible, capped"."""
     head = f"{'layer':<12}{'shape':>12}{'program':>9}{'nnz before':>12}{'nnz after':>11}{'kept':>8}" \
            f"{'eps':>10}{'disc/eps':>10}{'status':>18}{'iters':>7}{'sec':>8}"
@@ -26,7 +27,7 @@ def layer_table(report: PruneReport) -> str:
     rows.append(f"{'total':<12}{'':>21}{report.nnz_before:>12}{report.nnz_after:>11}"
                 f"{100 * (1 - report.sparsity):>7.2f}%   ({100 * report.sparsity:.2f} % removed, "
                 f"{report.seconds:.1f} s)")
-    if any(_program(r) == "linear" and r.epsilon is not None for r in report.layers):
+    if any(_program(r) == "linear" for r in report.layers):
         rows.append(LINEAR_NOTE)
     return "\n".join(rows)
 
@@ -36,7 +37,10 @@ LINEAR_NOTE = ("linear: eps bounds the pre-activation; an activation after it mo
 
 
 def _program(r) -> str:
-    """The layer's convex program: "relu" when its own ReLU follows it, else "linear"."""
+    """What the layer's tolerance bounds: "relu" (its response, its own ReLU following it),
+    "linear" (its pre-activation), "-" when it was pruned without a tolerance."""
+    if r.epsilon is None:
+        return "-"
     return "relu" if r.relu else "linear"
 
 
