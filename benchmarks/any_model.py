@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -64,18 +63,12 @@ def network(net: str, seed: int):
     return model, xs, (data.x_train[val], data.y_train[val]), train, (data.x_test, data.y_test)
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process, all threads (less sensitive than wall time to other jobs)."""
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
-
-
 def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None) -> dict:
     """One prune (Net-Trim variant ``source``, or a rival at ``counts``), tested before and
     after one masked epoch; run in its own process (see the module doc)."""
     torch.set_num_threads(2)
     model, xs, val, train, test = network(net, seed)
-    base, cpu0 = peak_memory_mb(), _cpu_seconds()
+    base, cpu0 = peak_memory_mb(), time.process_time()  # CPU time, all threads
     t0 = time.perf_counter()
     if method == "shrink":
         found = shrink(model, xs, val, MAX_DROP, progress=False)
@@ -88,7 +81,7 @@ def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None
         res = prune(model, xs, method=NetTrim(epsilon=float(source.split()[-1]))
                     if method == "nettrim" else method, counts=counts, progress=False)
         pruned, report, extra = res.model, res.report, {}
-    seconds, cpu, peak = time.perf_counter() - t0, _cpu_seconds() - cpu0, peak_memory_mb()
+    seconds, cpu, peak = time.perf_counter() - t0, time.process_time() - cpu0, peak_memory_mb()
     row = dict(net=net, seed=seed, method=method, source=source, seconds=seconds, cpu_seconds=cpu,
                peak_memory_mb=peak, base_memory_mb=base, kept=1 - report.sparsity,
                layer_nonzeros={r.name: r.nnz_after for r in report.layers},
