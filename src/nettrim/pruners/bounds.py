@@ -71,3 +71,26 @@ def cascade_bound_measured(eps: list[float], gaps: list[float], later_norms: lis
 def cascade_bound_normalized(eps1: float, gamma: float, n_layers: int) -> float:
     """The paper's Theorem 2 for link-normalized networks: eps_1 sqrt(gamma^(L-1))."""
     return eps1 * math.sqrt(gamma ** (n_layers - 1))
+
+
+def network_bound(report, graph, original, pruned) -> tuple[float | None, str | None]:
+    """The bound on ||Yhat_L - Y_L||_F implied by the layers' certificates, or None with the
+    reason: in cascade the measured recursion (any eps_l, hinge layers included; never looser
+    than Theorem 2), in parallel Theorem 1's recursion. Given only when every prunable layer
+    was pruned and certified on all its rows, the layers are Linear and form a plain chain."""
+    layers = report.layers
+    if report.uncertified:
+        return None, f"no network bound: layer(s) {', '.join(report.uncertified)} not certified"
+    if not graph.is_chain or any(r.kind != "linear" for r in layers):
+        return None, "no network bound: Theorems 1-2 need a plain chain of Linear layers"
+    sampled = [r.name for r in layers if r.sampled]
+    if sampled:
+        return None, (f"no network bound: layer(s) {', '.join(sampled)} certified on a sample of "
+                      f"their rows; the bound needs every layer's claim on the same inputs")
+    eps = [r.certificate.bound_radius for r in layers]
+    if report.mode == "cascade":
+        norms = [spectral_norm(original.get_submodule(r.name).weight) for r in layers]
+        hinge = [r.certificate.inactive == "hinge" for r in layers]
+        gaps = [r.certificate.gap for r in layers]
+        return cascade_bound_measured(eps, gaps, norms[1:], hinge), None
+    return parallel_bound(eps, [spectral_norm(pruned.get_submodule(r.name).weight) for r in layers]), None

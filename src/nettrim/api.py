@@ -1,0 +1,164 @@
+"""The public entry points: ``prune`` (one run) and ``shrink`` (the sparsest model within an
+accuracy budget), each with its options objects."""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .errors import NettrimError, require
+from .graph.model import ModelGraph
+from .methods import Method, NetTrim, resolve_method
+from .options import Either, Flag, Function, Integer, Names, OneOf, Options, Real, Size, options
+from .scheme import MODES, Plan, PruneResult, run_scheme
+from .stream import Batches, RowPlan
+
+
+def _backend_check():
+    from .pruners.backend import LocalBackend, RayBackend
+    from .options import Instance
+
+    return Instance((LocalBackend, RayBackend), what="a LocalBackend or RayBackend")
+
+
+def _store_check():
+    from .options import Instance
+    from .pruners.resume import RunStore
+
+    return Instance(RunStore, none=True, what="a nettrim.resume.RunStore")
+
+
+@options
+class RunOptions(Options):
+    """How a run goes, for any method.
+
+    Attributes:
+        batch_size: calibration inputs per forward pass.
+        layers: names of the layers to prune (None: all; the others are reported skipped,
+            and the network bound is then not given).
+        max_rows: patch rows kept per Conv2d layer: an integer, or "auto" = max(5000, 30 N')
+            (``nettrim.graph.conv``); every Linear row is used.
+        max_memory: bytes (or a size such as "2GiB") that bound the rows a layer's program
+            holds (a ReLU layer's); a layer with more is solved and certified on a seeded
+            uniform sample of them; None: no bound. Gram-only programs stream every row.
+        seed: seeds every sample of rows.
+        progress: a progress bar on a terminal, one line per layer in a log.
+        backend: "local" or "ray" (the layers of a parallel run as Ray tasks), or a backend
+            object (``nettrim.backend``).
+        store: a ``nettrim.resume.RunStore``: finished layers kept there, an interrupted run
+            resumed after its last finished layer (bit-identical).
+    """
+
+    batch_size: int = 1024
+    layers: tuple | None = None
+    max_rows: int | str = "auto"
+    max_memory: int | str | None = None
+    seed: int = 0
+    progress: bool = True
+    backend: object = "local"
+    store: object = None
+
+    CHECKS: ClassVar = dict(
+        batch_size=Integer(ge=1), layers=Names(none=True, empty=False),
+        max_rows=Either(Integer(ge=1), OneOf("auto")), max_memory=Size(none=True), seed=Integer(ge=0),
+        progress=Flag(), backend=Either(OneOf("local", "ray"), _backend_check()), store=_store_check())
+
+    def row_plan(self) -> RowPlan:
+        return RowPlan(self.max_rows, self.max_memory, self.seed)
+
+
+def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: str = "cascade",
+          sparsity: float | None = None, counts: dict[str, int] | None = None,
+          run: RunOptions = RunOptions()) -> PruneResult:
+    """Prune a trained network; returns ``.model`` (a pruned deep copy) and ``.report``.
+
+    Args:
+        model: any nn.Module that runs on ``inputs``; its Linear, Conv2d (and transformers'
+            Conv1D) layers are pruned (a layer followed by its own ReLU gets the ReLU program,
+            any other the linear one). It is not modified.
+        inputs: calibration inputs, a tensor (P, ...) or a re-iterable of batches.
+        method: a method object (``nettrim.NetTrim(...)``, ``nettrim.SparseGPT()``, ...) or
+            a registered name (its default object).
+        mode: "cascade" (layer l sees the pruned network's inputs) or "parallel".
+        sparsity: fraction of zeros per pruned layer (weights and biases), in (0, 1);
+            required by the methods without a tolerance, optional for Net-Trim.
+        counts: exact non-zeros per layer name (overrides ``sparsity`` for those layers).
+        run: a :class:`RunOptions`.
+    """
+    method = resolve_method(method)
+    require(isinstance(run, RunOptions), f"run must be a nettrim.RunOptions, got {type(run).__name__}")
+    batches = checked_batches(model, inputs, mode, run.batch_size)
+    graph = ModelGraph.build(model, batches.example)
+    layers = _chosen(graph, run.layers, method.layer_names() | set(counts or ()))
+    targets = layer_counts(model, graph, layers, sparsity, counts, method)
+    backend = _backend(run.backend)
+    plan = Plan(method, targets, mode, run.row_plan(), None if run.layers is None else tuple(run.layers),
+                run.progress, backend, run.store)
+    result = run_scheme(model, batches, plan)
+    result.report.run = {"options": run.record(), "sparsity": sparsity, "counts": counts,
+                         "inputs": batches.n_inputs}
+    return result
+
+
+def checked_batches(model, inputs, mode: str, batch_size: int) -> Batches:
+    """The checks every entry point makes on the model, the inputs and the mode; the batches."""
+    require(isinstance(model, nn.Module), f"model must be a torch.nn.Module, got {type(model).__name__}")
+    require(mode in MODES, f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if isinstance(inputs, torch.Tensor):
+        require(inputs.ndim >= 1 and inputs.shape[0] > 0, "inputs must be a non-empty tensor of samples, shape (P, ...)")
+        require(inputs.device.type != "meta", "inputs are on the meta device (no values): pass real tensors")
+        require(not inputs.is_floating_point() or bool(torch.isfinite(inputs).all()), "inputs contain NaN or Inf")
+    else:
+        require(hasattr(inputs, "__iter__") and not isinstance(inputs, (str, bytes, dict)),
+                f"inputs must be a tensor or an iterable of tensor batches, got {type(inputs).__name__}")
+    for name, p in [*model.named_parameters(), *model.named_buffers()]:
+        require(p.device.type != "meta", f"'{name}' of the model is on the meta device (no values): "
+                                         "load its weights first")
+    for name, p in model.named_parameters():
+        require(not p.is_floating_point() or bool(torch.isfinite(p).all()), f"parameter '{name}' contains NaN or Inf")
+    return Batches(inputs, batch_size, model)
+
+
+def _chosen(graph: ModelGraph, layers, named: set[str]) -> list[str]:
+    """The layers to prune; every name the options use must be a prunable layer."""
+    prunable = graph.names
+    unknown = sorted((set(layers or ()) | named) - set(prunable))
+    require(not unknown, f"no prunable layer named {', '.join(unknown)}; prunable layers: {', '.join(prunable)}")
+    return prunable if layers is None else [n for n in prunable if n in layers]
+
+
+def layer_counts(model, graph, layers, sparsity, counts, method: Method) -> dict[str, int] | None:
+    """Non-zeros to keep per pruned layer: ``counts[name]``, else round(total (1 - sparsity));
+    None for a method's own tolerance (no target)."""
+    if sparsity is not None:
+        require(isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
+                and math.isfinite(sparsity) and 0 < sparsity < 1, f"sparsity must lie in (0, 1), got {sparsity!r}")
+    require(counts is None or isinstance(counts, dict),
+            f"counts must be a dict of layer name -> count, got {type(counts).__name__}")
+    if sparsity is None and not counts:
+        require(not method.needs_target, f"method {method.name!r} needs a target: pass sparsity=... (or counts=...)")
+        return None
+    out = {}
+    for name in layers:
+        module = model.get_submodule(name)
+        total = module.weight.numel() + (module.bias.numel() if getattr(module, "bias", None) is not None else 0)
+        if counts and name in counts:
+            k = counts[name]
+            require(isinstance(k, numbers.Integral) and not isinstance(k, bool) and 0 <= k <= total,
+                    f"counts[{name!r}] must be an integer in [0, {total}] (non-zeros to keep), got {k!r}")
+            out[name] = int(k)
+        else:
+            require(sparsity is not None, f"layer '{name}' has no count and there is no sparsity: give every "
+                                          "pruned layer a count, pass sparsity=..., or name the layers in "
+                                          "RunOptions(layers=[...])")
+            out[name] = int(round(total * (1 - float(sparsity))))
+    return out
+
+
+def _backend(backend):
+    from .pruners.backend import make_backend
+
+    return make_backend(backend)
