@@ -96,7 +96,7 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
     targets = layer_counts(model, graph, layers, sparsity, counts, method)
     backend = _backend(run.backend)
     plan = Plan(method, targets, mode, run.row_plan(), None if run.layers is None else tuple(run.layers),
-                run.progress, backend, run.store)
+                run.progress, backend, _scope(run, model, inputs, method, mode, targets))
     result = run_scheme(model, batches, plan)
     result.report.run = {"options": run.record(), "sparsity": sparsity, "counts": counts,
                          "inputs": batches.n_inputs}
@@ -156,6 +156,19 @@ def layer_counts(model, graph, layers, sparsity, counts, method: Method) -> dict
                                           "RunOptions(layers=[...])")
             out[name] = int(round(total * (1 - float(sparsity))))
     return out
+
+
+def _scope(run: RunOptions, model, inputs, method: Method, mode: str, targets):
+    """The run store's scope of this computation: its fingerprint covers everything a layer's
+    weights depend on (the model's state, the inputs, the method, mode, targets and rows)."""
+    if run.store is None:
+        return None
+    from .pruners.resume import digest
+
+    require(isinstance(inputs, torch.Tensor), "a run store needs the calibration inputs as one tensor "
+                                              "(their hash keys the finished layers)")
+    return run.store.scope("prune", digest(model, inputs, method.record(), mode, targets,
+                                           run.row_plan().__dict__, run.layers, run.batch_size))
 
 
 def _backend(backend):

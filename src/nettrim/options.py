@@ -307,7 +307,8 @@ class Options:
 
 
 def plain(value) -> Any:
-    """A value as JSON-ready data: option objects as dicts, dtypes as names, tuples as lists."""
+    """A value as JSON-ready data: option objects as dicts, dtypes as names, tuples as lists,
+    other objects by their class name."""
     import torch
 
     if isinstance(value, Options):
@@ -320,9 +321,11 @@ def plain(value) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if callable(value) and not isinstance(value, (int, float, str, bool)):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if callable(value):
         return getattr(value, "__name__", type(value).__name__)
-    return value
+    return type(value).__name__  # a backend, a run store: recorded by kind
 
 
 def checked_call(owner: str, table: dict[str, Check], given: dict) -> dict:

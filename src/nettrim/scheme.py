@@ -15,7 +15,7 @@ import copy
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -54,7 +54,8 @@ class Plan:
     layers: tuple[str, ...] | None = None
     progress: bool = True
     backend: object = None
-    store: object = None
+    scope: object = None  # a nettrim.pruners.resume Scope keeping finished layers (cascade)
+    resumed: list = field(default_factory=list)
 
 
 def run_scheme(model: nn.Module, batches: Batches, plan: Plan) -> PruneResult:
@@ -82,12 +83,39 @@ def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], 
             for i, node in enumerate(chosen))
     backend = (plan.backend or LocalBackend()) if not cascade else LocalBackend()
     reports = []
-    for node, (job, outcome, seconds) in zip(chosen, backend.map(_solve, jobs, plan)):
-        set_U(pruned.get_submodule(node.name), outcome.U.to(job.weight), node.name)
+    if plan.scope is not None and cascade:  # a resumed cascade: finished layers as they were saved
+        for i, node in enumerate(chosen):
+            done = _restored(plan.scope, i, node.name)
+            if done is None:
+                break
+            U, report = done
+            set_U(pruned.get_submodule(node.name), U, node.name)
+            reports.append(report)
+            plan.resumed.append(node.name)
+            progress.layer(report)
+        jobs = (_job(original, pruned if i else None, node, batches, plan, i == 0, node.name == last)
+                for i, node in enumerate(chosen) if i >= len(reports))
+    for i, (job, outcome, seconds) in enumerate(backend.map(_solve, jobs, plan), start=len(reports)):
+        node = chosen[i]
+        U = outcome.U.to(job.weight)
+        set_U(pruned.get_submodule(node.name), U, node.name)
         reports.append(layer_report(job, outcome, seconds))
+        if plan.scope is not None:
+            plan.scope.save_layer(i, node.name, U, None, reports[-1].to_dict())
         progress.layer(reports[-1])
     progress.close()
     return reports
+
+
+def _restored(scope, index: int, name: str):
+    """(U, LayerReport) of a layer an earlier run of the same computation finished, or None."""
+    done = scope.layer(index, name)
+    if done is None:
+        return None
+    try:
+        return done[0], LayerReport.from_dict(done[2])
+    except (TypeError, KeyError, ValueError):
+        return None  # a report of another version: solve the layer again
 
 
 def _job(original, pruned, node: LayerNode, batches, plan: Plan, first: bool, last: bool) -> LayerJob:
@@ -161,7 +189,7 @@ def _network_report(plan: Plan, graph: ModelGraph, original, pruned, batches, re
     report = PruneReport(
         method=plan.method.record(), mode=plan.mode, layers=reports, seconds=time.perf_counter() - start,
         output_error=float((out_new - out_orig).double().norm()), output_norm=float(out_orig.double().norm()),
-        bound=None, skipped=skipped, peak_memory_mb=peak_memory_mb())
+        bound=None, skipped=skipped, resumed=list(plan.resumed), peak_memory_mb=peak_memory_mb())
     report.bound, why = network_bound(report, graph, original, pruned)
     if why:
         report.notes.append(why)

@@ -32,10 +32,14 @@ def test_prune_writes_report_plot_and_checkpoints(checkpoint, tmp_path, capsys):
                "--out", str(tmp_path)])
     assert rc == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["mlp-nettrim-cascade.json", "mlp-nettrim-cascade.png", "mlp-nettrim-cascade.pt"]
+    assert names == ["mlp-nettrim-cascade.json", "mlp-nettrim-cascade.png", "mlp-nettrim-cascade.pt",
+                     "mlp-nettrim-cascade.safetensors"]
     report = json.loads((tmp_path / "mlp-nettrim-cascade.json").read_text())
     assert report["report"]["sparsity"] > 0.5
-    assert report["report"]["settings"]["method"]["epsilon"] == 0.05
+    assert report["report"]["method"]["epsilon"] == 0.05
+    sizes = report["sizes"]  # measured: the sparse file against the dense state dict
+    assert sizes["sparse_bytes"] == (tmp_path / "mlp-nettrim-cascade.safetensors").stat().st_size
+    assert sizes["sparse_bytes"] < sizes["dense_bytes"] / 2
     assert report["calibration"]["samples"] == 500 and len(report["calibration"]["sha256"]) == 64
     # certified layers, and the bound printed only because every layer is
     assert all(layer["certified"] for layer in report["report"]["layers"])
@@ -125,7 +129,7 @@ def test_eval(checkpoint, capsys):
      "validation size must lie in"),
     (["prune", "CKPT", "--reweight", "-1", "--out", "OUT"], "reweight must be an integer"),
     (["prune", "CKPT", "--paper", "--reweight", "2", "--out", "OUT"], "--paper has no reweighting"),
-    (["prune", "CKPT", "--gamma", "0.5", "--out", "OUT"], "gamma must be >= 1"),
+    (["prune", "CKPT", "--gamma", "0.5", "--out", "OUT"], "gamma must be a finite number >= 1"),
     (["compare", "--checkpoint", "CKPT", "--methods", "threshold,lobs", "--epsilon", "0.1", "--out", "OUT"],
      "needs 'nettrim' among the methods"),
     (["compare", "--checkpoint", "CKPT", "--epsilon", "0.1,-1", "--out", "OUT"], "epsilon must be a positive"),
@@ -164,9 +168,9 @@ def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     layers = report["layers"]
     assert [la["kind"] for la in layers] == ["conv2d", "conv2d", "linear", "linear", "linear"]
     assert layers[0]["shape"] == [6, 1, 5, 5] and layers[1]["shape"] == [16, 6, 5, 5]
-    assert [la["samples"] for la in layers[:2]] == [1500, 1500]
+    assert [la["rows"] for la in layers[:2]] == [1500, 1500]
     assert all(la["nnz_after"] < la["nnz_before"] for la in layers)
-    assert report["settings"]["capture"] == {"max_rows": 1500}
+    assert report["run"]["options"]["max_rows"] == 1500
     assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "mnist"]) == 0
     assert "lenet5, test accuracy" in capsys.readouterr().out
 

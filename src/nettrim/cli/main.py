@@ -7,7 +7,6 @@ budget; ``verify`` exits with 1 when a certified claim does not hold.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -47,14 +46,14 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
 
 def _method(args):
     """The NetTrim object the flags describe."""
-    from ..pruners import NetTrim
+    from ..methods import NetTrim
 
     numbers = {k: v for k, v in (("epsilon", args.epsilon), ("gamma", args.gamma),
                                  ("kappa", args.kappa)) if v is not None}
     structure = {} if args.structure is None else {"structure": args.structure}
     if args.paper:
         require(args.reweight is None, "--paper has no reweighting: drop --reweight")
-        return dataclasses.replace(NetTrim.paper(**numbers), **structure)
+        return NetTrim.paper(**numbers).replace(**structure)
     return NetTrim(**numbers, **({} if args.reweight is None else {"reweight": args.reweight}), **structure)
 
 
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 def _prune(args, progress: bool) -> int:
     """``nettrim prune``: at a tolerance, or the sparsest model within --max-drop points; exit 3
     (nothing written) when no tolerance keeps the model within the budget."""
-    from ..capture import parse_memory
+    from ..api import RunOptions
     from ..models import load_checkpoint
     from ..pruners.backend import make_backend
     from ..pruners.resume import RunStore
@@ -217,24 +216,23 @@ def _prune(args, progress: bool) -> int:
             print(f"note: {args.checkpoint} records no held-out split; the {size} validation images "
                   "come from its training split and may have been seen in training")
     backend = make_backend(args.backend, args.address)  # before any output: a bad one writes nothing
-    capture = {} if args.max_rows is None else {"max_rows": args.max_rows}
-    if args.max_memory is not None:
-        capture["max_memory"] = parse_memory(args.max_memory)
+    run = RunOptions(max_rows="auto" if args.max_rows is None else args.max_rows, max_memory=args.max_memory,
+                     seed=args.seed, progress=progress, backend=backend)
     calibration = wf.Calibration(args.dataset, args.samples, args.seed, size, seed, args.data_dir)
     # finished layers and trials are kept in OUT/.nettrim-run until the outputs are written
     with RunStore.in_output(args.out, restart=args.restart) as store:
         out = wf.prune_model(model, calibration, method=_method(args), mode=args.mode,
                              max_drop=args.max_drop, finetune_epochs=args.finetune_epochs,
-                             finetune_lr=args.finetune_lr, progress=progress, store=store,
-                             capture=capture or None, backend=backend)
+                             finetune_lr=args.finetune_lr, run=run, store=store)
         if "result" not in out:
-            print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['epsilon']:.4g} "
+            print(f"error: budget_unreachable: even eps {out['summary']['search']['search'][-1]['knob']:.4g} "
                   f"loses more than {args.max_drop} points of validation accuracy; nothing written",
                   file=sys.stderr)
             return 3
         wf.print_summary(out["summary"], out["result"])
         stem = f"{args.checkpoint.stem}-nettrim-{args.mode}"
         paths = wf.write_outputs(out, args.out, stem, args.checkpoint, info["arch"], info["arch_kwargs"])
+        print(wf.size_line(wf.file_sizes(out["result"].model, paths["sparse"])))
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

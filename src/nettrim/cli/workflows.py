@@ -11,10 +11,13 @@ import torch
 
 from ..data import DATASETS, load_dataset, subset, validation_split
 from ..errors import NettrimError, require
+from ..export import export
 from ..models import build_model, count_nonzero, evaluate, finetune, load_checkpoint, save_checkpoint, train
-from ..pruners import NetTrim, prune, shrink
-from ..pruners.network import peak_memory_mb
+from ..api import RunOptions, prune
+from ..methods import Method, NetTrim
 from ..pruners.resume import run_key
+from ..scheme import peak_memory_mb
+from ..search import SearchOptions, shrink
 from ..report import layer_table, write_json_atomic
 from ..report.plots import plot_nonzeros
 from ..status import Status
@@ -127,34 +130,34 @@ def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=Non
     return model, meta
 
 
-def prune_model(model, calibration: Calibration, *, method: NetTrim | None = None,
-                mode: str = "cascade", max_drop: float | None = None, finetune_epochs=0,
-                finetune_lr=1e-3, capture=None, progress=True, log=print, store=None,
-                backend="local") -> dict:
+def prune_model(model, calibration: Calibration, *, method: Method = NetTrim(),
+                mode: str = "cascade", max_drop: float | None = None, sparsity: float | None = None,
+                finetune_epochs=0, finetune_lr=1e-3, run: RunOptions = RunOptions(), log=print,
+                store=None) -> dict:
     """Prune ``model`` on the calibration draw: at the method's tolerance, or, with
     ``max_drop`` (points), the sparsest model within that validation budget (``shrink``). The
     test split is evaluated once, for the model returned. Returns {"result", "summary"[,
     "finetuned"]}; with an unreachable budget, {"summary"} alone (status budget_unreachable).
 
     ``store``: an unopened ``RunStore``; it is opened with this run's key (the arguments and the
-    hashes of the model and the data) and keeps every finished layer and trial.
-
-    ``backend``: where the independent solves run ("local", "ray" or a backend object)."""
+    hashes of the model and the data) and keeps every finished layer. ``run``: how the run goes
+    (rows, memory, progress, backend)."""
     xs, val = calibration.draw()
     t0 = time.perf_counter()
     summary = {"dataset": calibration.dataset, "calibration": calibration.record(xs)}
     if store is not None:
         store.open(run_key(command="prune", model=model, calibration=summary["calibration"],
                            validation=val if max_drop is not None else None, method=method,
-                           mode=mode, max_drop=max_drop, capture=capture,
+                           mode=mode, max_drop=max_drop, sparsity=sparsity,
+                           run=run.replace(progress=True, backend="local").record(),
                            finetune=[finetune_epochs, finetune_lr]))
+        run = run.replace(store=store)
+    progress = run.progress
     if max_drop is None:
-        result = prune(model, xs, method=method, mode=mode, capture=capture, progress=progress,
-                       store=store, backend=backend)
+        result = prune(model, xs, method, mode=mode, sparsity=sparsity, run=run)
     else:
         require(val is not None, "--max-drop needs a validation split: --validation-size > 0")
-        found = shrink(model, xs, val, max_drop / 100, method, mode, capture=capture,
-                       progress=progress, log=log, store=store, backend=backend)
+        found = shrink(model, xs, val, max_drop / 100, method, mode=mode, search=SearchOptions(log=log), run=run)
         summary["search"] = found.to_dict()
         summary["search"].pop("report")
         if found.status == Status.BUDGET_UNREACHABLE:
@@ -189,23 +192,19 @@ def print_summary(summary: dict, result, log=print) -> None:
         log(f"certified: every layer within its tolerance on the calibration inputs; output "
             f"discrepancy {rep.output_error / rep.output_norm:.4f} <= bound "
             f"{rep.bound / rep.output_norm:.4f} (relative)")
-    elif rep.settings.get("bound_withheld"):
-        log(f"no network bound: {rep.settings['bound_withheld']}; output discrepancy "
-            f"{rep.output_error / rep.output_norm:.4f} (relative)")
     else:
-        log(f"no network bound: not certified {', '.join(rep.uncertified)}; output discrepancy "
-            f"{rep.output_error / rep.output_norm:.4f} (relative)")
+        why = "; ".join(rep.notes) or "no network bound"
+        log(f"{why}; output discrepancy {rep.output_error / rep.output_norm:.4f} (relative)")
     log(f"test accuracy: {summary['test_accuracy_before']:.2f} % -> {summary['test_accuracy_after']:.2f} % "
-        f"with {100 * rep.sparsity:.2f} % of weights and biases removed "
-        f"({rep.total / max(rep.nnz_after, 1):.1f}x smaller)")
+        f"with {100 * rep.sparsity:.2f} % of the pruned layers' weights and biases removed")
     if "finetune" in summary:
         ft = summary["finetune"]
         log(f"after {ft['epochs']} epoch(s) of masked fine-tuning: {ft['test_accuracy']:.2f} % "
             f"({ft['seconds']:.1f} s)")
     for r in rep.layers:
-        if r.info.get("rows_limit") == r.info.get("rows_kept", -1) < r.info.get("rows_total", 0):
-            log(f"max_memory: layer {r.name} solved and certified on {r.info['rows_kept']:,} of its "
-                f"{r.info['rows_total']:,} rows (a seeded uniform sample); the certificate holds on those rows")
+        if r.sampled:
+            log(f"layer {r.name} solved and certified on {r.rows:,} of its {r.rows_total:,} rows "
+                "(a seeded uniform sample); the certificate holds on those rows")
     log(f"pruning time {summary['prune_seconds']:.1f} s, peak memory {summary['peak_memory_mb']:.0f} MB")
 
 
@@ -233,10 +232,29 @@ def write_outputs(out: dict, out_dir: Path, stem: str, source: Path | None = Non
                 meta.update(certificate=summary["report"], calibration=summary["calibration"], source=src)
             save_checkpoint(ckpt, model, arch, arch_kwargs, meta)
             paths[key] = ckpt
+        paths["sparse"] = out_dir / f"{stem}.safetensors"
+        export(result.model, paths["sparse"], format="sparse", arch=arch, arch_kwargs=arch_kwargs, force=True)
     plot_nonzeros(result.report, paths["plot"])
     summary = dict(summary, outputs={k: str(v) for k, v in paths.items()})
+    if "sparse" in paths:
+        summary["sizes"] = file_sizes(result.model, paths["sparse"])
     write_json_atomic(paths["report"], summary)
     return paths
+
+
+def file_sizes(model, sparse_path: Path) -> dict:
+    """Measured bytes of the sparse file against the dense state dict (safetensors, float32)."""
+    from safetensors.torch import save
+
+    dense = len(save({k: v.detach().contiguous() for k, v in model.state_dict().items()}))
+    sparse = Path(sparse_path).stat().st_size
+    return {"sparse_bytes": sparse, "dense_bytes": dense, "ratio": dense / max(sparse, 1)}
+
+
+def size_line(sizes: dict) -> str:
+    """The sizes for people; "N x smaller" only for a file that is smaller."""
+    text = f"sparse file {sizes['sparse_bytes']:,} bytes, dense state dict {sizes['dense_bytes']:,} bytes"
+    return text + (f" ({sizes['ratio']:.1f}x smaller)" if sizes["ratio"] > 1 else " (not smaller)")
 
 
 def verify_checkpoint(path: Path, *, dataset: str | None = None, data_dir=None,
@@ -310,10 +328,11 @@ def demo(out_dir: Path, *, max_drop=None, samples=None, finetune_epochs=1, progr
     arch_kwargs = load_checkpoint(source)[1]["arch_kwargs"]
     calibration = Calibration(DEMO["dataset"], samples or DEMO["samples"])
     out = prune_model(model, calibration, max_drop=DEMO["max_drop"] if max_drop is None else max_drop,
-                      finetune_epochs=finetune_epochs, progress=progress, log=log)
+                      finetune_epochs=finetune_epochs, run=RunOptions(progress=progress), log=log)
     if "result" not in out:
         raise NettrimError("no tolerance keeps the model within the budget: raise --max-drop")
     print_summary(out["summary"], out["result"], log)
     paths = write_outputs(out, out_dir, "lenet-300-100-nettrim", source, DEMO["arch"], arch_kwargs)
+    log(size_line(file_sizes(out["result"].model, paths["sparse"])))
     log("wrote " + ", ".join(str(p) for p in paths.values()))
     return out["summary"]

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..pruners.report import PruneReport  # noqa: E402
+from .types import PruneReport  # noqa: E402
 from .io import save_figure_atomic  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def plot_nonzeros(report: PruneReport, path: str | Path, title: str = "") -> Pat
     ax.set_yscale("log")
     ax.set_ylabel("non-zero weights + biases")
     ax.set_xlabel("layer")
-    ax.set_title(title or f"{report.method} ({report.mode}): {100 * report.sparsity:.1f} % removed")
+    ax.set_title(title or f"{report.method['name']} ({report.mode}): {100 * report.sparsity:.1f} % removed")
     ax.legend()
     fig.tight_layout()
     out = save_figure_atomic(fig, path)

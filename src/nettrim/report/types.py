@@ -5,7 +5,7 @@ was measured to hold on the layer's calibration rows (``nettrim.program.Constrai
 the one definition). The network bound (Theorem 1 or 2, ``nettrim.bounds``) is given only when
 every prunable layer was pruned and certified, the layers form a plain chain of Linear layers,
 and every layer's claim covers all its rows; otherwise ``bound`` is None and ``notes`` says why.
-Reports serialise to plain JSON (``to_dict``) and back (``from_dict``, which checks the schema).
+Reports serialise to plain JSON (``to_dict``); a layer's report reads back with ``LayerReport.from_dict``.
 """
 from __future__ import annotations
 
@@ -85,6 +85,22 @@ class LayerReport:
     def certified(self) -> bool:
         return self.certificate is not None and self.certificate.holds
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerReport":
+        """The report ``to_dict`` wrote (its derived fields dropped); TypeError, KeyError or
+        ValueError when it is not one."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in fields}
+        cert = kept.get("certificate")
+        kept["certificate"] = None if cert is None else Certificate(**cert)
+        kept["status"] = Status(kept["status"])
+        return cls(**kept)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.update(status=str(self.status), kept_fraction=self.kept_fraction, certified=self.certified)
+        return _finite(d)
+
     @property
     def kept_fraction(self) -> float:
         return self.nnz_after / max(self.total, 1)
@@ -143,9 +159,8 @@ class PruneReport:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.update(nnz_before=self.nnz_before, nnz_after=self.nnz_after, total=self.total,
-                 sparsity=self.sparsity, status=str(self.status), uncertified=self.uncertified)
-        for layer, rep in zip(d["layers"], self.layers):
-            layer.update(status=str(rep.status), kept_fraction=rep.kept_fraction, certified=rep.certified)
+                 sparsity=self.sparsity, status=str(self.status), uncertified=self.uncertified,
+                 layers=[r.to_dict() for r in self.layers])
         return _finite(d)
 
 
