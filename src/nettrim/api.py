@@ -94,6 +94,9 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
     graph = ModelGraph.build(model, batches.example)
     layers = _chosen(graph, run.layers, method.layer_names() | set(counts or ()))
     targets = layer_counts(model, graph, layers, sparsity, counts, method)
+    if targets is not None and sparsity is not None and getattr(method, "allocation", "uniform") != "uniform":
+        targets.update(_allocated(model, graph, batches, [n for n in layers if n not in (counts or {})],
+                                  sparsity, method, run))
     backend = _backend(run.backend)
     plan = Plan(method, targets, mode, run.row_plan(), None if run.layers is None else tuple(run.layers),
                 run.progress, backend, _scope(run, model, inputs, method, mode, targets))
@@ -143,8 +146,7 @@ def layer_counts(model, graph, layers, sparsity, counts, method: Method) -> dict
         return None
     out = {}
     for name in layers:
-        module = model.get_submodule(name)
-        total = module.weight.numel() + (module.bias.numel() if getattr(module, "bias", None) is not None else 0)
+        total = _size(model.get_submodule(name))
         if counts and name in counts:
             k = counts[name]
             require(isinstance(k, numbers.Integral) and not isinstance(k, bool) and 0 <= k <= total,
@@ -156,6 +158,21 @@ def layer_counts(model, graph, layers, sparsity, counts, method: Method) -> dict
                                           "RunOptions(layers=[...])")
             out[name] = int(round(total * (1 - float(sparsity))))
     return out
+
+
+def _allocated(model, graph: ModelGraph, batches, names, sparsity, method, run) -> dict[str, int]:
+    """The counts of the method's allocation over ``names`` (``nettrim.methods.allocation``),
+    scored on the original network with its BatchNorms folded."""
+    from .graph.batchnorm import fold_batchnorm
+    from .methods.allocation import allocated_counts
+
+    folded = fold_batchnorm(model, graph.bn_pairs) if graph.bn_pairs else model
+    totals = {n: _size(model.get_submodule(n)) for n in names}
+    return allocated_counts(method, folded, batches, names, totals, sparsity, run.row_plan())
+
+
+def _size(module) -> int:
+    return module.weight.numel() + (module.bias.numel() if getattr(module, "bias", None) is not None else 0)
 
 
 def _scope(run: RunOptions, model, inputs, method: Method, mode: str, targets):

@@ -89,3 +89,25 @@ def test_bad_calls_get_one_line():
         with pytest.raises(NettrimError) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("allocation", ["global", "owl"])
+@pytest.mark.parametrize("method", [SparseGPT, Wanda])
+def test_allocations_keep_the_network_count_and_move_it_between_layers(method, allocation):
+    model, x = mlp(3), inputs(400, 24, seed=3)
+    uniform = api.prune(model, x, method(), sparsity=0.8, run=QUIET).report
+    allocated = api.prune(model, x, method(allocation=allocation), sparsity=0.8, run=QUIET).report
+    total = sum(r.total for r in allocated.layers)
+    assert abs(allocated.nnz_after - round(0.2 * total)) <= len(allocated.layers)
+    assert [r.nnz_after for r in allocated.layers] != [r.nnz_after for r in uniform.layers]
+
+
+def test_global_allocation_keeps_the_entries_of_largest_relative_cost():
+    from nettrim.methods.allocation import global_counts, owl_counts
+
+    costs = {"a": torch.tensor([[5.0, 1.0], [0.5, 4.0]]), "b": torch.tensor([[3.0, 0.1, 0.2]])}
+    assert global_counts(costs, sparsity=3 / 7) == {"a": 3, "b": 1}
+    scores = {"a": torch.ones(100, 10), "b": torch.cat([torch.ones(990), torch.full((10,), 100.0)]).reshape(100, 10)}
+    counts = owl_counts(scores, sparsity=0.5)
+    assert counts["b"] > counts["a"]  # more outliers, lower sparsity
+    assert abs(sum(counts.values()) - 1000) <= 1

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nettrim import ADMMSettings, NettrimError, trim_layer
+from nettrim import NettrimError
+from nettrim.layer import ADMMSettings, trim_layer
 from nettrim.layer.reference import solve_reference
 
 F64 = ADMMSettings(dtype=torch.float64)

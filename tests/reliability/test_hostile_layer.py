@@ -6,7 +6,7 @@ import math
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nettrim import ADMMSettings, trim_layer
+from nettrim.layer import ADMMSettings, trim_layer
 from nettrim.layer.result import INFEASIBLE
 
 from reliability_helpers import count, examples, run_case

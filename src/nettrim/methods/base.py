@@ -122,6 +122,14 @@ class Method(Options):
     def record(self) -> dict:
         return {"name": self.name, **super().record()}
 
+    def removal_costs(self, U: torch.Tensor, stats) -> torch.Tensor:
+        """(N', M) the increase of ||A U - Y||_F^2 removing each entry alone would cost, as the
+        method ranks entries (the global allocation's score, ``nettrim.methods.allocation``):
+        the OBS saliency u_jm^2 / [H^-1]_jj of the damped Gram matrix, unless overridden."""
+        from ..solvers.obs import inverse_diagonal
+
+        return U.double().square() / inverse_diagonal(stats.gram, getattr(self, "damp", 0.01)).unsqueeze(1)
+
     def layer_names(self) -> set[str]:
         """Layer names the options refer to (checked against the model by ``prune``)."""
         return set()

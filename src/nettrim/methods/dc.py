@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..options import Integer, Real, options
+from ..options import Integer, OneOf, Real, options
+from .allocation import ALLOCATIONS
 from ..solvers.dc import dc_at_sparsity
 from ..status import Status
 from .base import LayerJob, LayerOutcome, Method
@@ -16,7 +17,8 @@ class DC(Method):
     """FeTa DC pruning: softplus sharpness ``theta``, ``outer`` DCA steps, each solved by
     accelerated proximal SVRG (``stages``, minibatch ``batch_size``, ``step`` (None: 1 / L),
     ``momentum``, minibatch order ``seed``); lambda searched to the target count within
-    ``tol`` in at most ``max_search`` solves."""
+    ``tol`` in at most ``max_search`` solves; ``allocation`` of a network sparsity over the
+    layers (``nettrim.methods.allocation``)."""
 
     theta: float = 10.0
     outer: int = 4
@@ -27,12 +29,14 @@ class DC(Method):
     seed: int = 0
     tol: float = 0.01
     max_search: int = 12
+    allocation: str = "uniform"
 
     name: ClassVar[str] = "dc"
     needs_rows: ClassVar[bool] = True
     CHECKS: ClassVar = dict(theta=Real(gt=0), outer=Integer(ge=1), stages=Integer(ge=1),
                             batch_size=Integer(ge=1), step=Real(gt=0, none=True), momentum=Real(ge=0, lt=1),
-                            seed=Integer(ge=0), tol=Real(ge=0, lt=1), max_search=Integer(ge=1))
+                            seed=Integer(ge=0), tol=Real(ge=0, lt=1), max_search=Integer(ge=1),
+                            allocation=OneOf(*ALLOCATIONS))
 
     def at_count(self, job: LayerJob, keep: int) -> LayerOutcome:
         opts = dict(theta=self.theta, outer=self.outer, stages=self.stages, batch_size=self.batch_size,

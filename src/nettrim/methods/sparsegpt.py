@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..options import Integer, Real, options
+from ..options import Integer, OneOf, Real, options
+from .allocation import ALLOCATIONS
 from ..solvers.obs import dead_inputs, inverse_factor, sparsegpt_pass
 from ..status import Status
 from .base import LayerJob, LayerOutcome, Method
@@ -16,13 +17,15 @@ from .base import LayerJob, LayerOutcome, Method
 @options
 class SparseGPT(Method):
     """SparseGPT at a count: ``blocksize`` columns per mask block, ``damp`` relative damping
-    of the Hessian A^T A."""
+    of the Hessian A^T A; ``allocation`` of a network sparsity over the layers
+    (``nettrim.methods.allocation``)."""
 
     blocksize: int = 128
     damp: float = 0.01
+    allocation: str = "uniform"
 
     name: ClassVar[str] = "sparsegpt"
-    CHECKS: ClassVar = dict(blocksize=Integer(ge=1), damp=Real(gt=0))
+    CHECKS: ClassVar = dict(blocksize=Integer(ge=1), damp=Real(gt=0), allocation=OneOf(*ALLOCATIONS))
 
     def at_count(self, job: LayerJob, keep: int) -> LayerOutcome:
         G = job.stats.gram

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..options import options
+import torch
+
+from ..options import OneOf, options
+from .allocation import ALLOCATIONS
 from ..solvers.threshold import threshold_U
 from ..status import Status
 from .base import LayerJob, LayerOutcome, Method
@@ -13,10 +16,17 @@ from .base import LayerJob, LayerOutcome, Method
 
 @options
 class Threshold(Method):
-    """Hard thresholding at a count. No options."""
+    """Hard thresholding at a count; ``allocation``: of a network sparsity over the layers
+    (``nettrim.methods.allocation``)."""
+
+    allocation: str = "uniform"
 
     name: ClassVar[str] = "threshold"
-    CHECKS: ClassVar = {}
+    CHECKS: ClassVar = dict(allocation=OneOf(*ALLOCATIONS))
+
+    def removal_costs(self, U: torch.Tensor, stats) -> torch.Tensor:
+        """The magnitude u_jm^2 (no data)."""
+        return U.double().square()
 
     def at_count(self, job: LayerJob, keep: int) -> LayerOutcome:
         return LayerOutcome(threshold_U(job.weight, keep, bias=job.bias), Status.THRESHOLDED)

@@ -7,7 +7,8 @@ from typing import ClassVar
 
 import torch
 
-from ..options import options
+from ..options import OneOf, options
+from .allocation import ALLOCATIONS
 from ..solvers.obs import wanda_scores
 from ..status import Status
 from .base import LayerJob, LayerOutcome, Method
@@ -16,10 +17,17 @@ from .base import LayerJob, LayerOutcome, Method
 @options
 class Wanda(Method):
     """Wanda at a count: each neuron keeps the same share of its inputs (the layer's count
-    spread over neurons by cumulative rounding, so the total is exact). No options."""
+    spread over neurons by cumulative rounding, so the total is exact); ``allocation``: of a
+    network sparsity over the layers (``nettrim.methods.allocation``)."""
+
+    allocation: str = "uniform"
 
     name: ClassVar[str] = "wanda"
-    CHECKS: ClassVar = {}
+    CHECKS: ClassVar = dict(allocation=OneOf(*ALLOCATIONS))
+
+    def removal_costs(self, U: torch.Tensor, stats) -> torch.Tensor:
+        """Wanda's own score squared, (|u_jm| ||a_j||)^2."""
+        return wanda_scores(U.double(), stats.gram).square()
 
     def at_count(self, job: LayerJob, keep: int) -> LayerOutcome:
         U = job.weight

@@ -57,6 +57,13 @@ def inverse_factor(gram: torch.Tensor, damp: float) -> torch.Tensor:
     return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
 
 
+def inverse_diagonal(gram: torch.Tensor, damp: float) -> torch.Tensor:
+    """(N',) diag of (G + damp mean(diag G) I)^-1 (float64), dead coordinates as in
+    :func:`inverse_factor`."""
+    R = inverse_factor(gram, damp)
+    return R.square().sum(0)
+
+
 def dead_inputs(gram: torch.Tensor) -> torch.Tensor:
     """(N',) coordinates that are zero on every row: their weights do nothing on the data."""
     return gram.diagonal() == 0
