@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -91,8 +92,12 @@ def read(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors.torch import load
 
     path = Path(path)
-    require(path.is_file(), f"file not found: {path}")
-    data = path.read_bytes()
+    require(not os.path.isdir(path), f"{path} is a directory, not a file written by nettrim.export")
+    require(os.path.isfile(path), f"file not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NettrimError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     meta = _metadata(data, path)
     try:
         tensors = load(data)

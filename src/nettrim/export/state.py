@@ -54,7 +54,10 @@ def _check_entry(name: str, value) -> torch.Tensor:
     require(value.layout == torch.strided,
             f"cannot export {name!r}: it has layout {str(value.layout).removeprefix('torch.')}; "
             "convert it to a dense tensor first")
-    dtype_name(value.dtype)  # one line for a dtype files cannot hold
+    try:
+        dtype_name(value.dtype)
+    except NettrimError as exc:
+        raise NettrimError(f"cannot export {name!r}: {exc}") from None
     return value.detach()
 
 
@@ -117,8 +120,8 @@ def first_mismatch(have: dict[str, Spec], want: dict[str, Spec], have_what: str,
     extra = next((k for k in have if k not in want), None)
     if extra is not None:
         return f"{have_what} holds a tensor {extra!r}, which {want_what} does not have"
-    for name, spec in have.items():
-        other = want[name]
+    for name, other in want.items():
+        spec = have[name]
         if spec.shape != other.shape:
             return (f"tensor {name!r} is {list(spec.shape)} in {have_what} but "
                     f"{list(other.shape)} in {want_what}")
