@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import NettrimError, require
 from ..models.architectures import ARCHITECTURES, build_model, mlp
+from ..options import Check, Integer, Real, is_int
 
 _SIDES = (28, 32, *range(8, 97))
 
@@ -132,3 +133,70 @@ def input_shape(arch: str, kwargs: dict) -> tuple[int, ...]:
     default = (params["in_shape"] if "in_shape" in params
                else inspect.signature(mlp).parameters["in_shape"]).default
     return tuple(int(s) for s in kwargs.get("in_shape", default))
+
+
+# ---- the architecture a file names, checked before anything is built -------------------------
+
+MAX_SIZE = 2 ** 31 - 1  # a width, a side, a class count: what an int32 index reaches
+
+
+class _IntList(Check):
+    """A list of integers in [1, MAX_SIZE]; ``length``: exactly that many."""
+
+    def __init__(self, length: int | None = None):
+        self.length = length
+        self.allows = (f"a list of {length}" if length else "a list of") + f" integers in [1, {MAX_SIZE}]"
+
+    def __call__(self, owner, name, value):
+        ok = isinstance(value, list) and all(is_int(v) and 1 <= v <= MAX_SIZE for v in value)
+        if not ok or (self.length is not None and len(value) != self.length):
+            raise self.fail(owner, name, value)
+        return [int(v) for v in value]
+
+
+_SIZE = Integer(ge=1, le=MAX_SIZE)
+# Every keyword a registered builder takes, with what a file may say for it.
+KEYWORDS: dict[str, Check] = {
+    "in_shape": _IntList(3), "in_features": Integer(ge=1, le=MAX_SIZE, none=True),
+    "n_classes": _SIZE, "dropout": Real(ge=0.0, lt=1.0),
+    "hidden": _IntList(), "channels": _IntList(), "width": _SIZE, "blocks": _SIZE,
+    "dim": _SIZE, "depth": _SIZE, "heads": _SIZE, "mlp_ratio": _SIZE,
+    "patch": Integer(ge=1, le=MAX_SIZE, none=True),
+}
+# Keywords that multiply the number of layers: each layer stores at least one tensor.
+_COUNTS = ("blocks", "depth")
+
+
+def check_kwargs(arch: str, kwargs, where, n_tensors: int) -> dict:
+    """The ``arch_kwargs`` a file records for ``arch``, checked by type and range (one line
+    naming the first bad entry); layer counts may not exceed the ``n_tensors`` it stores."""
+    require(isinstance(kwargs, dict), f"{where}: arch_kwargs metadata is not a JSON object")
+    allowed = _keywords(arch)
+    owner = f"{where}: arch_kwargs"
+    out = {}
+    for key, value in kwargs.items():
+        require(key in allowed and key in KEYWORDS,
+                f"{where}: arch_kwargs has {key!r}, which architecture {arch!r} does not take "
+                f"(it takes {', '.join(sorted(allowed))})")
+        out[key] = KEYWORDS[key](owner, key, value)
+    for key in (*_COUNTS, "hidden", "channels"):
+        count = len(out[key]) if isinstance(out.get(key), list) else out.get(key)
+        require(count is None or count <= n_tensors,
+                f"{owner}.{key} asks for {count} layers, but the file stores only {n_tensors} tensors")
+    return out
+
+
+def probe_specs(arch: str, kwargs: dict, where) -> dict:
+    """``{name: Spec}`` of ``build_model(arch, **kwargs)``, built on the meta device (nothing
+    allocated); one line when the keywords do not build."""
+    from .state import specs_of_model
+
+    try:
+        with torch.device("meta"):
+            probe = build_model(arch, **kwargs)
+    except NettrimError as exc:
+        raise NettrimError(f"{where}: arch_kwargs do not build {arch!r}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NettrimError(f"{where}: arch_kwargs do not build {arch!r}: {reason}") from None
+    return specs_of_model(probe)

@@ -1,7 +1,8 @@
 """Safetensors files with nettrim metadata and a sha256 of their content.
 
 Every file nettrim writes carries, in the safetensors ``__metadata__`` (all strings):
-``format`` (``nettrim-sparse/1`` or ``nettrim-dense/1``), ``arch``, ``arch_kwargs`` (JSON),
+``format`` (``nettrim-sparse/1`` or ``nettrim-dense/1``), ``arch`` and ``arch_kwargs`` (JSON)
+when nettrim builds the model, ``tied`` (JSON, alias -> source) when it has shared tensors,
 format-specific entries, and ``sha256``: the hex digest of the other metadata entries (JSON,
 sorted keys) followed by, for each tensor in name order, its name, dtype and shape (JSON) and
 its raw bytes. Reading recomputes the digest, so a truncated or altered file is refused.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from ..errors import NettrimError, require
-from ..report.io import atomic_write
+from . import files
 
 FORMATS = ("nettrim-sparse/1", "nettrim-dense/1")
 DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -50,12 +52,13 @@ def digest(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
 
 
 def write(path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
-    """Atomically write ``tensors`` with ``meta`` plus its ``sha256``; returns the path."""
+    """Atomically write ``tensors`` with ``meta`` plus its ``sha256`` (through
+    :func:`nettrim.export.files.replace`; check ``path`` first); returns the path."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = dict(meta, sha256=digest(meta, tensors))
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return files.replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _not_safetensors(data: bytes, path: Path, why: str) -> NettrimError:
@@ -89,8 +92,12 @@ def read(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors.torch import load
 
     path = Path(path)
-    require(path.is_file(), f"file not found: {path}")
-    data = path.read_bytes()
+    require(not os.path.isdir(path), f"{path} is a directory, not a file written by nettrim.export")
+    require(os.path.isfile(path), f"file not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NettrimError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     meta = _metadata(data, path)
     try:
         tensors = load(data)

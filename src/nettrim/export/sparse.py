@@ -16,9 +16,11 @@ per removed weight).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..errors import NettrimError
+from ..errors import NettrimError, require
 from . import codec
 from .container import DTYPES, dtype_name
 
@@ -74,6 +76,30 @@ def unpack_tensor(name: str, spec: dict, tensors: dict[str, torch.Tensor]) -> to
     if t.dtype != dtype or t.numel() != shape.numel():
         raise ValueError(f"{name}: stored {t.dtype} {list(t.shape)}, layout says {dtype} {list(shape)}")
     return t.reshape(shape)
+
+
+def _spec(name: str, spec) -> "Spec":
+    from .state import Spec
+
+    require(isinstance(spec, dict) and spec.get("coding") in ("plain", "rice"),
+            f"entry {name!r} has no known coding")
+    require(spec.get("dtype") in DTYPES, f"entry {name!r} has dtype {spec.get('dtype')!r}")
+    shape = spec.get("shape")
+    require(isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)
+            and math.prod(shape) < 2 ** 62, f"entry {name!r} has shape {shape!r}")
+    if spec["coding"] == "rice":
+        nnz, k = spec.get("nnz"), spec.get("k")
+        require(type(nnz) is int and 0 <= nnz <= math.prod(shape) and type(k) is int and 0 <= k <= 62,
+                f"entry {name!r} has nnz {nnz!r} and k {k!r}")
+    return Spec(DTYPES[spec["dtype"]], tuple(shape))
+
+
+def specs(layout: dict, where) -> dict:
+    """``{name: Spec}`` that a layout describes, every record checked, nothing decoded."""
+    try:
+        return {name: _spec(name, spec) for name, spec in layout.items()}
+    except NettrimError as exc:
+        raise NettrimError(f"{where} has a malformed sparse layout ({exc}); export the model again") from None
 
 
 def unpack(tensors: dict[str, torch.Tensor], layout: dict[str, dict], where) -> dict:
