@@ -257,24 +257,31 @@ def _networks(original, pruned, batches: Batches, claims: dict, checks: _Checks)
     if not checks.same("structure", "the report's layers in the original's order",
                        names, [n for n in graph.names if n in names]):
         return None
-    a, b = original.state_dict(), pruned.state_dict()
-    shape = {k: (tuple(t.shape), str(t.dtype)) for k, t in a.items()}
-    other = sorted(k for k in set(a) | set(b) if k not in a or k not in b
-                   or (tuple(b[k].shape), str(b[k].dtype)) != shape[k])
+    folded = fold_batchnorm(original, graph.bn_pairs) if graph.bn_pairs else original
+    as_given, as_folded = _tensors(original), _tensors(folded)
+    mine = _tensors(pruned)
+    other = sorted(k for k in set(as_given) | set(mine) if as_given.get(k) != mine.get(k))
+    if other and mine == as_folded:  # the pruned model in the folded architecture (BatchNorms gone)
+        other = []
     if not checks.same("structure", "pruned tensors whose name, shape or dtype differ from the original's",
                        other[:5], []):
         return None
-    bad = sorted(k for k, t in b.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    bad = sorted(k for k, t in pruned.state_dict().items()
+                 if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     if not checks.same("structure", "pruned tensors with NaN or Inf", bad[:5], []):
         return None
-    method = claims["method"]
     options = claims["run"]["options"]
-    plan = Plan(method, None, claims["mode"], RowPlan(options["max_rows"], options["max_memory"], options["seed"]))
+    plan = Plan(claims["method"], None, claims["mode"],
+                RowPlan(options["max_rows"], options["max_memory"], options["seed"]))
     if not graph.bn_pairs:
         return _Nets(graph, original, pruned, pruned, plan)
-    folded = fold_batchnorm(original, graph.bn_pairs)
-    return _Nets(ModelGraph.build(folded, batches.example), folded, fold_batchnorm(pruned, graph.bn_pairs),
-                 pruned, plan)
+    pruned_folded = pruned if mine == as_folded else fold_batchnorm(pruned, graph.bn_pairs)
+    return _Nets(ModelGraph.build(folded, batches.example), folded, pruned_folded, pruned, plan)
+
+
+def _tensors(model: nn.Module) -> dict[str, tuple]:
+    """name -> (shape, dtype) of the model's state."""
+    return {k: (tuple(t.shape), str(t.dtype)) for k, t in model.state_dict().items()}
 
 
 def _layer(nets: _Nets, batches: Batches, claims: dict, i: int, layer: dict, checks: _Checks) -> LayerReport:
@@ -302,6 +309,9 @@ def _layer(nets: _Nets, batches: Batches, claims: dict, i: int, layer: dict, che
     checks.same(name, f"certificate given ({nets.plan.method.name} "
                       f"{'claims a tolerance on every layer' if makes_claims else 'makes no claim'})",
                 makes_claims, cert is not None)
+    if nets.plan.method.needs_target:
+        checks.same(name, f"a count target in the run ({nets.plan.method.name} prunes to a count only)",
+                    True, _has_target(claims, name))
     if cert is not None and rep.certificate is not None:
         if makes_claims:
             _rule_checks(nets.plan.method, job, cert, claims, checks)
@@ -335,11 +345,10 @@ def _rule_checks(method: NetTrim, job, cert: dict, claims: dict, checks: _Checks
     """The claim Net-Trim's recorded options give on these rows: rule, one ball or one per
     neuron, inactive side, theta, feasibility tolerance and (rule "tolerance") the relative
     tolerance, per neuron with radii."""
-    name, run = job.name, claims["run"]
+    name = job.name
     rule = method.constraint(job)
-    target = run["sparsity"] is not None or name in (run["counts"] or {})
-    checks.same(name, "certificate.rule (a count target gives 'measured')", "measured" if target else "tolerance",
-                cert["rule"])
+    checks.same(name, "certificate.rule (a count target gives 'measured')",
+                "measured" if _has_target(claims, name) else "tolerance", cert["rule"])
     checks.same(name, "one ball per neuron (NetTrim per_neuron)", rule.per_neuron, cert["radii"] is not None)
     checks.same(name, "certificate.inactive (NetTrim's program)", rule.inactive, cert["inactive"])
     checks.same(name, "certificate.theta (NetTrim margin)", method.theta(job), cert["theta"])
@@ -352,6 +361,12 @@ def _rule_checks(method: NetTrim, job, cert: dict, claims: dict, checks: _Checks
     if rule.per_neuron and cert["radii"] is not None and len(cert["radii"]) == len(rule.eps):
         checks.close(name, "certificate.radii (NetTrim's rule, per neuron)", [float(r) for r in rule.eps],
                      cert["radii"], FLOOR * job.target_norm + 1e-12)
+
+
+def _has_target(claims: dict, name: str) -> bool:
+    """Whether the run pruned layer ``name`` to a count (its sparsity, or a count of its own)."""
+    run = claims["run"]
+    return run["sparsity"] is not None or name in (run["counts"] or {})
 
 
 def _certificate_checks(rep: LayerReport, cert: dict, atol: float, checks: _Checks) -> None:

@@ -98,7 +98,7 @@ class Record(Check):
 
     def __init__(self, table: dict[str, Check], *, strict: bool = True, none: bool = False):
         self.table, self.strict, self.none = table, strict, none
-        self.allows = "a record with fields " + ", ".join(table) + (" or None" if none else "")
+        self.allows = "a record (a JSON object)" + (" or None" if none else "")
         self.wrong = (("abc", "a string"), ({}, "no fields"))
 
     def __call__(self, owner, name, value):
