@@ -2,6 +2,7 @@
 cascade and in parallel, its report read back through JSON as a user's file would be; and
 random-data MLPs for the other kinds of report (a count target, one ball per neuron, a method
 without claims, a folded BatchNorm)."""
+import contextlib
 import copy
 import json
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Pruned:
     model: nn.Module
     inputs: torch.Tensor
     report: dict
+    prune_report: object = None  # the PruneReport object itself
 
     def verify(self, *, original=KEEP, model=KEEP, inputs=KEEP, report=KEEP, **kw):
         """verify on this prune, with any of its four parts replaced."""
@@ -68,20 +70,29 @@ def refused(pruned: Pruned, what: str = "", **kw):
     return v
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread (session fixtures are built before the per-test thread fixture runs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def mnist_mlp():
     """784-32-16-10 trained two epochs on 2,000 MNIST images; 256 calibration images."""
     from nettrim.data import load_dataset, subset
     from nettrim.models import mlp, train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     x, y = load_dataset("mnist", "train")
     xs, ys = subset(x, y, 2000, seed=0)
     torch.manual_seed(0)
     model = mlp((32, 16))
-    train(model, xs, ys, epochs=2, seed=0, progress=False)
-    torch.set_num_threads(threads)
+    with one_thread():
+        train(model, xs, ys, epochs=2, seed=0, progress=False)
     return model.eval(), xs[:256].clone()
 
 
@@ -93,8 +104,9 @@ def mnist_prunes(mnist_mlp):
 
     def get(mode: str) -> Pruned:
         if mode not in done:
-            result = api.prune(model, x, NetTrim(epsilon=0.3), mode=mode, run=QUIET)
-            done[mode] = Pruned(model, result.model, x, as_json(result.report))
+            with one_thread():
+                result = api.prune(model, x, NetTrim(epsilon=0.3), mode=mode, run=QUIET)
+            done[mode] = Pruned(model, result.model, x, as_json(result.report), result.report)
         return done[mode]
 
     return get

@@ -38,10 +38,8 @@ def test_the_recomputed_numbers_do_not_depend_on_the_batching(cascade):
     assert cascade.verify(inputs=batches).status == "hold"
 
 
-def test_the_report_object_itself_is_accepted(mnist_mlp):
-    model, x = mnist_mlp
-    result = api.prune(model, x[:128], NetTrim(epsilon=0.4), mode="parallel", run=api.RunOptions(progress=False))
-    assert verify(model, result.model, x[:128], result.report).status == "hold"
+def test_the_report_object_itself_is_accepted(pruned):
+    assert pruned.verify(report=pruned.prune_report).status == "hold"
 
 
 def test_a_report_without_claims_has_its_own_status():
