@@ -57,7 +57,7 @@ from .program import FLOOR, Constraint
 from .pruners.bounds import network_bound
 from .report.digest import layer_digest, rows_digest, state_digest
 from .report.schema import load_report
-from .report.types import LayerReport, PruneReport
+from .report.types import LayerReport, PruneReport, _finite
 from .scheme import Plan, _job, layer_report
 from .status import Status
 from .stream import Batches, RowPlan, network_output
@@ -148,8 +148,9 @@ class Verification:
         return f"hold: all {self.claims} certified claims and {n} recomputed numbers agree with the weights"
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "exit_code": self.exit_code, "claims": self.claims,
-                "summary": self.summary(), "checks": [asdict(c) for c in self.checks]}
+        """Plain JSON data (non-finite numbers as None)."""
+        return _finite({"status": self.status, "exit_code": self.exit_code, "claims": self.claims,
+                "summary": self.summary(), "checks": [asdict(c) for c in self.checks]})
 
 
 class _Checks:
@@ -265,6 +266,10 @@ def _networks(original, pruned, batches: Batches, claims: dict, checks: _Checks)
         other = []
     if not checks.same("structure", "pruned tensors whose name, shape or dtype differ from the original's",
                        other[:5], []):
+        return None
+    modules = dict(pruned.named_modules())
+    classes = [n for n in names if type(modules.get(n)) is not type(original.get_submodule(n))]
+    if not checks.same("structure", "pruned layers of another class than the original's", classes[:5], []):
         return None
     bad = sorted(k for k, t in pruned.state_dict().items()
                  if t.is_floating_point() and not bool(torch.isfinite(t).all()))

@@ -138,5 +138,6 @@ def random_inputs(n=300, dim=20, seed=0) -> torch.Tensor:
 def pruned_random(method, *, mode="cascade", model=None, x=None, **kw) -> Pruned:
     model = random_mlp() if model is None else model
     x = random_inputs() if x is None else x
-    result = api.prune(model, x, method, mode=mode, run=QUIET, **kw)
+    kw.setdefault("run", QUIET)
+    result = api.prune(model, x, method, mode=mode, **kw)
     return Pruned(model, result.model, x, as_json(result.report))

@@ -100,6 +100,22 @@ def test_a_folded_batchnorm_is_verified_as_it_was_pruned():
     assert v.status == "hold", v.summary()
 
 
+def test_a_run_on_some_layers_is_verified_with_the_others_skipped():
+    honest = pruned_random(NetTrim(epsilon=0.3), run=api.RunOptions(layers=["2"], progress=False))
+    v = honest.verify()
+    assert v.status == "hold" and honest.report["skipped"] == ["0", "4"] and honest.report["bound"] is None
+    assert v.claims == 1
+    unskipped = honest.edited(lambda r: r.update(skipped=["0"]))
+    assert "skipped" in failing(refused(honest, report=unskipped), "network")
+
+
+def test_the_result_is_plain_json(cascade):
+    import json
+
+    v = cascade.verify()
+    assert json.loads(json.dumps(v.to_dict(), allow_nan=False))["status"] == "hold"
+
+
 # -- the weights tampered with ----------------------------------------------------------------
 def test_the_dense_weights_put_back_fail_at_the_first_layer(cascade):
     v = refused(cascade, model=copy.deepcopy(cascade.original))
@@ -170,6 +186,20 @@ def test_weights_with_nan_or_another_shape_fail_without_recomputing(cascade):
     other = nn.Sequential(nn.Flatten(), nn.Linear(784, 30), nn.ReLU(), nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 10))
     v = refused(cascade, model=other)
     assert any(c.name == "structure" for c in v.failures)
+
+
+def test_a_layer_of_another_class_with_the_same_tensors_fails(cascade):
+    class Doubled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    swapped = copy.deepcopy(cascade.model)
+    layer = swapped[3]
+    doubled = Doubled(layer.in_features, layer.out_features)
+    doubled.load_state_dict(layer.state_dict())
+    swapped[3] = doubled
+    v = refused(cascade, model=swapped)
+    assert v.first_failure.name == "structure" and "class" in v.first_failure.quantity
 
 
 def test_another_draw_of_calibration_inputs_fails(cascade):
