@@ -85,7 +85,8 @@ class Check:
         where = f"layer '{self.name}'" if self.name not in _PLACES else self.name
         if self.relation == "sha256":
             state = "matches the report" if self.holds else (
-                f"{_short(self.value)} differs from the report's {_short(self.limit)}")
+                f"{_short(self.value)} differs from the report's {_short(self.limit)}: "
+                "not what the report was written for")
             return f"{where}: {self.quantity} {state}"
         if self.relation == "<=":
             return f"{where}: {self.quantity}: {_num(self.value)} <= {_num(self.limit)} " \
@@ -292,7 +293,7 @@ def _tensors(model: nn.Module) -> dict[str, tuple]:
 def _layer(nets: _Nets, batches: Batches, claims: dict, i: int, layer: dict, checks: _Checks) -> LayerReport:
     """One layer's checks (module docstring, 3.); its recomputed report."""
     name, cascade = layer["name"], claims["mode"] == "cascade"
-    checks.digest(name, "sha256 of the pruned layer's tensors (the weights the report was written for)",
+    checks.digest(name, "sha256 of the pruned layer's tensors",
                   layer_digest(nets.pruned_as_given, name), claims["digests"]["layers"][name])
     node = nets.graph.node(name)
     job = _job(nets.original, nets.pruned if cascade and i else None, node, batches, nets.plan, i == 0,
@@ -378,7 +379,7 @@ def _certificate_checks(rep: LayerReport, cert: dict, atol: float, checks: _Chec
     """The recomputed certificate against the recorded one; the claim itself."""
     name, mine = rep.name, rep.certificate
     checks.same(name, "certificate.claim", mine.claim, cert["claim"])
-    how = ("= relative_epsilon ||Y||_F, recomputed" if cert["rule"] == "tolerance"
+    how = ("(= relative_epsilon ||Y||_F on these rows)" if cert["rule"] == "tolerance"
            else "(rule 'measured': the recorded eps is the claim)")
     checks.close(name, f"certificate.epsilon {how}", mine.epsilon, cert["epsilon"], atol)
     checks.close(name, "certificate.relative_epsilon = epsilon / ||Y||_F", mine.relative_epsilon,
