@@ -71,6 +71,8 @@ def run_scheme(model: nn.Module, batches: Batches, plan: Plan) -> PruneResult:
     report = _network_report(plan, graph, original, pruned, batches, reports, start)
     if graph.bn_pairs:
         pruned = restore_batchnorm(pruned, model, graph.bn_pairs)
+    from .report.digest import report_digests  # what verify checks the weights and the draw against
+    report.digests = report_digests(model, pruned, [r.name for r in report.layers], batches)
     return PruneResult(pruned, report)
 
 

@@ -127,6 +127,7 @@ class PruneReport:
     resumed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     peak_memory_mb: float | None = None
+    digests: dict = field(default_factory=dict)  # sha256 of the weights and the draw (report.digest)
 
     @property
     def uncertified(self) -> list[str]:
