@@ -58,8 +58,7 @@ def test_verify_recomputes_the_certificate_and_catches_a_changed_model(checkpoin
     pruned = tmp_path / "mlp-nettrim-cascade.pt"
     capsys.readouterr()
     assert main(["verify", str(pruned), "--data", "mnist"]) == 0
-    assert "all hold" in capsys.readouterr().out
-    assert main(["verify", str(pruned), "--samples", "100"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("hold: all")
     # move one kept weight far: its layer's claim no longer holds, verify says so and exits 1
     raw = torch.load(pruned, weights_only=True)
     w = raw["state_dict"]["1.weight"]
@@ -67,12 +66,11 @@ def test_verify_recomputes_the_certificate_and_catches_a_changed_model(checkpoin
     torch.save(raw, tmp_path / "tampered.pt")
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "tampered.pt")]) == 1
-    assert "FAILS" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[-1].startswith("FAIL: layer '1'")
 
 
 @pytest.mark.parametrize("argv, match", [
     (["verify", "PRUNED", "--data", "fashion-mnist"], "pass --data mnist"),
-    (["verify", "PRUNED", "--samples", "0"], "--samples must lie in"),
     (["verify", "PRUNED", "--original", "/no/such.pt"], "/no/such.pt is not there"),
     (["verify", "CKPT"], "carries no certificate"),
 ])

@@ -111,3 +111,18 @@ def test_global_allocation_keeps_the_entries_of_largest_relative_cost():
     counts = owl_counts(scores, sparsity=0.5)
     assert counts["b"] > counts["a"]  # more outliers, lower sparsity
     assert abs(sum(counts.values()) - 1000) <= 1
+
+
+def test_batchnorm_comes_back_in_the_pruned_model_and_computes_what_was_pruned():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 4))
+    x = torch.randn(64, 2, 8, 8)
+    model.train()
+    model(x)  # running statistics
+    model.eval()
+    result = api.prune(model, x, SparseGPT(), sparsity=0.5, run=QUIET)
+    assert isinstance(result.model[1], nn.BatchNorm2d)
+    assert set(result.model.state_dict()) == set(model.state_dict())
+    with torch.no_grad():
+        error = float((result.model(x) - model(x)).norm())
+    assert abs(error - result.report.output_error) <= 1e-3 * max(result.report.output_norm, 1)

@@ -61,7 +61,7 @@ FLAGS = {
               ("--validation-size", ["0", "10", "99999999"]), ("--finetune-epochs", ["-1", "x"]),
               ("--restart", None)],
     "eval": [("--dataset", ["mnist", "cifar10", "nope"]), ("--data-dir", ["/no/such/dir"]), ("--bogus-flag", None)],
-    "verify": [("--samples", ["5", "0", "-1", "x"]), ("--data", ["mnist", "cifar10"]),
+    "verify": [("--data", ["mnist", "cifar10"]),
                ("--original", ["FILE", "/no/such.pt"]), ("--bogus-flag", None)],
     "export": [("--format", ["sparse", "dense", "zip"]), ("--force", None), ("--bogus-flag", None)],
     "compare": [("--methods", ["threshold", "threshold,magic", ""]), ("--sparsity", ["0.5", "2", "x", ""]),
@@ -152,7 +152,7 @@ def test_cli_exits_cleanly_with_one_line_errors(files, tmp_path_factory, data):
         count("cli", f"exit 0 ({command}): " + ("outputs written and loadable"
                                                if command in ("prune", "export", "compare") else "answered"))
     elif rc == 1:
-        assert command == "verify" and "FAILS" in stdout
+        assert command == "verify" and stdout.splitlines()[-1].startswith("FAIL: ")
         count("cli", "exit 1 (verify): a claim does not hold")
     elif rc == 3:
         assert command == "prune" and len(lines) == 1 and lines[0].startswith("error: budget_unreachable")

@@ -2,7 +2,8 @@
 
 Every failure the user can fix prints one line ``error: ...`` and exits with status 2, with no
 output file. ``prune --max-drop`` exits with 3 when no tolerance keeps the model within the
-budget; ``verify`` exits with 1 when a certified claim does not hold.
+budget; ``verify`` exits with 1 when a claim or a number of the report does not hold, 4 when
+the report makes no certified claim.
 """
 from __future__ import annotations
 
@@ -98,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, choices=["mnist", "fashion-mnist", "cifar10", "svhn"],
                    help="the dataset it was pruned on (checked against the report)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files")
-    p.add_argument("--samples", type=int, default=None, help="check on the first N calibration samples")
     p.add_argument("--original", type=Path, default=None,
                    help="the checkpoint it was pruned from (default: the path in its report)")
 
@@ -161,9 +161,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "prune":
         return _prune(args, progress)
     elif args.command == "verify":
-        held = wf.verify_checkpoint(args.checkpoint, dataset=args.data, data_dir=args.data_dir,
-                                    samples=args.samples, original=args.original)
-        return 0 if held else 1
+        return wf.verify_checkpoint(args.checkpoint, dataset=args.data, data_dir=args.data_dir,
+                                    original=args.original)
     elif args.command == "eval":
         from ..data import load_dataset
         from ..models import count_nonzero, evaluate, load_checkpoint
