@@ -200,8 +200,11 @@ class NetTrim(Method):
         return job.weight if job.mode == "cascade" and not job.first else None
 
     def groups(self, job: LayerJob) -> torch.Tensor:
-        """The layer's input-unit groups: a Conv2d's input channels, a Linear's features (a
-        model-wide surgery plan may refine them: ``nettrim.surgery``)."""
+        """The layer's input-unit groups: those of the model's unit plan (``job.groups``: a
+        Linear behind a Flatten, H x W features per channel), else a Conv2d's input channels,
+        a Linear's features."""
+        if job.groups is not None:
+            return job.groups
         if job.kind == "conv2d" and len(job.shape) == 4:
             _, c_in, kh, kw = job.shape
             return torch.arange(c_in).repeat_interleave(kh * kw)

@@ -127,6 +127,7 @@ class PruneReport:
     resumed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     peak_memory_mb: float | None = None
+    surgery: dict | None = None  # structure="units": the cut (nettrim.graph.surgery.Cut.record())
 
     @property
     def uncertified(self) -> list[str]:
