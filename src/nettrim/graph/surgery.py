@@ -18,8 +18,10 @@ unit apart, and the reads end in prunable layers, l's *readers*:
 Anything else reading l's output (a residual add, a concatenation, attention, a LayerNorm, the
 model's output, a module called twice) makes l *fixed*: its units stay, with the reason in
 ``UnitPlan.fixed``. The flow is read from one recorded forward pass (with the shape of every
-value, ``nettrim.graph.trace``) and from the ``torch.fx`` trace where the model traces: a
-layer is cuttable only when both say so, with the same readers.
+value, ``nettrim.graph.trace``) and from the ``torch.fx`` trace (every use of every value,
+whatever the input): a layer is cuttable only when both say so, with the same readers. A model
+that does not trace (data-dependent control flow) has no cuttable layer: another input could
+take a branch that reads the units otherwise.
 
 Two rules, applied over all cuttable layers until nothing changes (:func:`cut`):
 
@@ -170,13 +172,16 @@ def plan_units(model: nn.Module, example: torch.Tensor) -> UnitPlan:
     finally:
         model.train(was_training)
     names = graph.names
-    if ops is None:
-        return UnitPlan(names, {}, {n: "the forward pass could not be recorded" for n in names})
+    if ops is None or traced is None:  # the flow on other inputs is not known
+        why = ("the forward pass could not be recorded" if ops is None else
+               "the model does not trace with torch.fx (data-dependent control flow?): what reads "
+               "its units on other inputs is not known")
+        return UnitPlan(names, {}, dict.fromkeys(names, why))
     modules = dict(model.named_modules())
     links, fixed = {}, {}
     for name in names:
         link, why = _link(ops, name, set(names), modules, calls)
-        if why is None and traced is not None:
+        if why is None:
             why = _agrees(traced, name, set(names), link)
         if why is None:
             links[name] = link
@@ -354,7 +359,7 @@ def _width(layer: nn.Module) -> int:
 
 def _per_unit(weight: torch.Tensor, units: int) -> torch.Tensor:
     """A reader's weight (R, N) or (R, C, kh, kw) as (R, units, weights per unit)."""
-    return weight.reshape(weight.shape[0], units, -1)
+    return weight.reshape(weight.shape[0], units, math.prod(weight.shape[1:]) // units)
 
 
 def _read(link: Link, modules: dict, alive: dict) -> torch.Tensor:
