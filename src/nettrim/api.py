@@ -94,11 +94,11 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
     batches = checked_batches(model, inputs, mode, run.batch_size)
     graph = ModelGraph.build(model, batches.example)
     layers = _chosen(graph, run.layers, method.layer_names() | set(counts or ()))
+    units = unit_plan(model, batches, method, sparsity is not None or bool(counts))  # refused early; groups
     targets = layer_counts(model, graph, layers, sparsity, counts, method)
     if targets is not None and sparsity is not None and getattr(method, "allocation", "uniform") != "uniform":
         targets.update(_allocated(model, graph, batches, [n for n in layers if n not in (counts or {})],
                                   sparsity, method, run))
-    units = unit_plan(model, batches, method, targets)  # structure="units": refused early, groups
     backend = _backend(run.backend)
     plan = Plan(method, targets, mode, run.row_plan(), None if run.layers is None else tuple(run.layers),
                 run.progress, backend, _scope(run, model, inputs, method, mode, targets),

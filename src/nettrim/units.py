@@ -47,12 +47,13 @@ from .scheme import Plan, PruneResult, layer_job
 from .stream import Batches, layer_stats, network_output, output_tensor
 
 
-def unit_plan(model: nn.Module, batches: Batches, method, targets) -> surgery.UnitPlan | None:
+def unit_plan(model: nn.Module, batches: Batches, method, targeted: bool) -> surgery.UnitPlan | None:
     """The unit plan of a ``structure="units"`` run (None for any other run); one-line errors
-    for a sparsity or counts target and for a model no layer of which can lose units."""
+    for a sparsity or counts target (``targeted``) and for a model no layer of which can lose
+    units."""
     if getattr(method, "structure", "weights") != "units":
         return None
-    require(targets is None, "structure='units' applies to Net-Trim's tolerance, not to a sparsity or "
+    require(not targeted, "structure='units' applies to Net-Trim's tolerance, not to a sparsity or "
                              "counts target: drop sparsity/counts and set epsilon")
     plan = surgery.plan_units(model, batches.example)
     plan.refuse_if_empty()
