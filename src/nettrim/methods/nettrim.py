@@ -165,7 +165,8 @@ class NetTrim(Method):
             status = Status.SOLVED
             return LayerOutcome(found.U, status, problem.constraint, self.theta(job),
                                 info={"passes": found.passes})
-        penalty = group_penalty(self.groups(job), job.bias) if self.structure == "units" else None
+        penalty = (group_penalty(self.groups(job).to(job.weight.device), job.bias)
+                   if self.structure == "units" else None)
         exact = job.problem(self.constraint(job, inactive="halfspace" if job.relu else "none"), self.theta(job))
         out = l1_support(exact, self.settings, rounds=self.reweight, refit_on=problem if self.refit else None,
                          start=self._start(job), **({} if penalty is None else {"penalty": penalty}))
