@@ -15,6 +15,7 @@ from .methods import Method, NetTrim, resolve_method
 from .options import Either, Flag, Function, Integer, Names, OneOf, Options, Real, Size, options
 from .scheme import MODES, Plan, PruneResult, run_scheme
 from .stream import Batches, RowPlan
+from .units import finish_units, unit_plan
 
 
 def _backend_check():
@@ -93,14 +94,18 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
     batches = checked_batches(model, inputs, mode, run.batch_size)
     graph = ModelGraph.build(model, batches.example)
     layers = _chosen(graph, run.layers, method.layer_names() | set(counts or ()))
+    units = unit_plan(model, batches, method, sparsity is not None or bool(counts))  # refused early; groups
     targets = layer_counts(model, graph, layers, sparsity, counts, method)
     if targets is not None and sparsity is not None and getattr(method, "allocation", "uniform") != "uniform":
         targets.update(_allocated(model, graph, batches, [n for n in layers if n not in (counts or {})],
                                   sparsity, method, run))
     backend = _backend(run.backend)
     plan = Plan(method, targets, mode, run.row_plan(), None if run.layers is None else tuple(run.layers),
-                run.progress, backend, _scope(run, model, inputs, method, mode, targets))
+                run.progress, backend, _scope(run, model, inputs, method, mode, targets),
+                groups=None if units is None else units.groups())
     result = run_scheme(model, batches, plan)
+    if units is not None:  # the units no layer reads cut, each claim measured on the cut network
+        result = finish_units(result, model, batches, plan, units)
     result.report.run = {"options": run.record(), "sparsity": sparsity, "counts": counts,
                          "inputs": batches.n_inputs}
     return result

@@ -56,6 +56,7 @@ class Plan:
     backend: object = None
     scope: object = None  # a nettrim.pruners.resume Scope keeping finished layers (cascade)
     resumed: list = field(default_factory=list)
+    groups: dict | None = None  # per layer name, the input unit of each input feature (units runs)
 
 
 def run_scheme(model: nn.Module, batches: Batches, plan: Plan) -> PruneResult:
@@ -82,7 +83,7 @@ def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], 
     progress = Progress(plan.progress, len(chosen), f"{plan.method.name} {plan.mode}")
     last = graph.layers[-1].name
     cascade = plan.mode == "cascade"
-    jobs = (_job(original, pruned if cascade and i else None, node, batches, plan, i == 0, node.name == last)
+    jobs = (layer_job(original, pruned if cascade and i else None, node, batches, plan, i == 0, node.name == last)
             for i, node in enumerate(chosen))
     backend = (plan.backend or LocalBackend()) if not cascade else LocalBackend()
     reports = []
@@ -96,7 +97,7 @@ def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], 
             reports.append(report)
             plan.resumed.append(node.name)
             progress.layer(report)
-        jobs = (_job(original, pruned if i else None, node, batches, plan, i == 0, node.name == last)
+        jobs = (layer_job(original, pruned if i else None, node, batches, plan, i == 0, node.name == last)
                 for i, node in enumerate(chosen) if i >= len(reports))
     for i, (job, outcome, seconds) in enumerate(backend.map(_solve, jobs, plan), start=len(reports)):
         node = chosen[i]
@@ -121,13 +122,15 @@ def _restored(scope, index: int, name: str):
         return None  # a report of another version: solve the layer again
 
 
-def _job(original, pruned, node: LayerNode, batches, plan: Plan, first: bool, last: bool) -> LayerJob:
+def layer_job(original, pruned, node: LayerNode, batches, plan: Plan, first: bool, last: bool) -> LayerJob:
+    """Layer ``node``'s job: its statistics streamed through ``original`` (its inputs through
+    ``pruned`` when given: the cascade), its original weights, the plan's groups for it."""
     hold = node.relu or plan.method.needs_rows
     stats = layer_stats(original, node.name, batches, relu=node.relu, hold=hold, plan=plan.rows, pruned=pruned)
     module = original.get_submodule(node.name)
     return LayerJob(node.name, node.kind, node.relu, stats, get_U(module, node.name).to(stats.gram.device),
                     getattr(module, "bias", None) is not None, plan.mode, first, last,
-                    tuple(module.weight.shape))
+                    tuple(module.weight.shape), (plan.groups or {}).get(node.name))
 
 
 def _solve(job: LayerJob, plan: Plan):

@@ -102,11 +102,12 @@ def layer_stats(original: nn.Module, name: str, batches: Batches, *, relu: bool,
     prunes = None if pruned is None else adapter_for(pruned.get_submodule(name), name, **options)
     builder = StatsBuilder(bias=has_bias(module), hold=hold)
     sampler = _Sampler(name, plan, hold)
+    width = originals.get()[0].shape[1] + has_bias(module)  # the original's: the same rows in both
     for batch in batches:
         X, Z = _rows_at(original, name, originals, batch, inputs=prunes is None)
         if prunes is not None:
             X, _ = _rows_at(pruned, name, prunes, batch, inputs=True)
-        keep = sampler.pick(X.shape[1] + has_bias(module), Z.shape[1], batches.n_inputs, batch.shape[0], Z.shape[0])
+        keep = sampler.pick(width, Z.shape[1], batches.n_inputs, batch.shape[0], Z.shape[0])
         Y = torch.relu(Z) if relu else Z
         if keep is not None:
             X, Y = X[keep], Y[keep]

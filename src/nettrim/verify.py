@@ -58,7 +58,7 @@ from .pruners.bounds import network_bound
 from .report.digest import layer_digest, rows_digest, state_digest
 from .report.schema import load_report
 from .report.types import LayerReport, PruneReport, _finite
-from .scheme import Plan, _job, layer_report
+from .scheme import Plan, layer_job, layer_report
 from .status import Status
 from .stream import Batches, RowPlan, network_output
 
@@ -218,6 +218,10 @@ def verify(original: nn.Module, pruned: nn.Module, inputs, report, *, batch_size
     """Recompute every number of ``report`` (a ``PruneReport.to_dict()``, as read from JSON, or
     the PruneReport) from ``pruned``, ``original`` and the calibration ``inputs`` (a tensor or a
     re-iterable of batches) and compare (module docstring). NettrimError on bad input."""
+    surgery = report.get("surgery") if isinstance(report, dict) else getattr(report, "surgery", None)
+    require(not surgery, "this model was cut to fewer units (NetTrim(structure='units')): its claims were "
+                         "measured on the cut network when it was pruned (each layer's info['cut']); verify "
+                         "recomputes the claims of full-width pruned models only")
     claims = load_report(report)
     require(isinstance(original, nn.Module), f"original must be a torch.nn.Module, got {type(original).__name__}")
     require(isinstance(pruned, nn.Module), f"pruned must be a torch.nn.Module, got {type(pruned).__name__}")
@@ -296,7 +300,7 @@ def _layer(nets: _Nets, batches: Batches, claims: dict, i: int, layer: dict, che
     checks.digest(name, "sha256 of the pruned layer's tensors",
                   layer_digest(nets.pruned_as_given, name), claims["digests"]["layers"][name])
     node = nets.graph.node(name)
-    job = _job(nets.original, nets.pruned if cascade and i else None, node, batches, nets.plan, i == 0,
+    job = layer_job(nets.original, nets.pruned if cascade and i else None, node, batches, nets.plan, i == 0,
                name == nets.graph.layers[-1].name)
     U = get_U(nets.pruned.get_submodule(name), name).to(job.weight)
     cert = layer["certificate"]

@@ -10,10 +10,9 @@ import torch
 import nettrim
 from nettrim.cli.main import main
 from nettrim.errors import NettrimError
-from nettrim.layer import trim_layer
+from nettrim.graph.surgery import magnitude_units
 from nettrim.models import build_model, load_checkpoint, save_checkpoint
 from nettrim.models.architectures import widths_kwargs
-from nettrim.pruners.structured import magnitude_units
 
 
 def one_line(exc) -> str:
@@ -29,33 +28,32 @@ def test_unknown_structure_is_one_line(value):
     assert "structure must be one of 'weights', 'units'" in one_line(exc)
 
 
+def test_units_need_the_group_l1_program():
+    with pytest.raises(NettrimError) as exc:
+        nettrim.NetTrim(structure="units", support="obs")
+    assert "pass support='l1'" in one_line(exc)
+
+
 @pytest.mark.parametrize("target", [dict(sparsity=0.5), dict(counts={"1": 10})])
 def test_units_with_a_sparsity_or_counts_target_is_refused(target):
     model = build_model("mlp-60-60").eval()
     with pytest.raises(NettrimError) as exc:
-        nettrim.prune(model, torch.rand(20, 1, 28, 28), method=nettrim.NetTrim(structure="units"),
-                      progress=False, **target)
-    assert "tolerance control, not to a sparsity or counts target" in one_line(exc)
-
-
-@pytest.mark.parametrize("groups, match", [(torch.arange(5), "one entry per input feature"),
-                                           (torch.arange(6).float(), "integer tensor"),
-                                           (torch.tensor([0, 0, 1, -1, 2, 2]), ">= 0"),
-                                           ([0, 0, 1, 1, 2, 2], "integer tensor")])
-def test_bad_groups_are_one_line(groups, match):
-    X = torch.rand(30, 6)
-    with pytest.raises(NettrimError, match=match) as exc:
-        trim_layer(X, torch.relu(X @ torch.randn(6, 3)), 0.1, groups=groups)
-    one_line(exc)
+        nettrim.prune(model, torch.rand(20, 1, 28, 28), nettrim.NetTrim(structure="units"),
+                      run=nettrim.RunOptions(progress=False), **target)
+    assert "applies to Net-Trim's tolerance, not to a sparsity or counts target" in one_line(exc)
 
 
 def test_bad_widths_are_one_line():
     model = build_model("mlp-60-60").eval()
     x = torch.rand(4, 1, 28, 28)
-    for widths, match in (({"7": 3}, "no hidden layer named 7"), ({"1": 0}, "must lie in 1..60")):
+    for widths, match in (({"7": 3}, "no layer named 7 can lose units"), ({"1": 0}, "integer in 1..60"),
+                          ({"1": 2.5}, "integer in 1..60"), ([3], "must be a dict")):
         with pytest.raises(NettrimError, match=match) as exc:
             magnitude_units(model, x, widths)
         one_line(exc)
+    with pytest.raises(NettrimError) as exc:
+        magnitude_units(model, x, {"1": 3}, norm="l1")
+    assert "norm must be 'outgoing' or 'incoming'" in one_line(exc)
     with pytest.raises(NettrimError) as exc:
         widths_kwargs("cifar-cnn", {}, build_model("lenet5", channels=[3, 8]))
     assert "cannot be rebuilt with this model's widths" in one_line(exc)
@@ -93,21 +91,17 @@ def test_narrow_network_round_trips_through_checkpoint_export_and_onnx(narrow, a
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
 
 
-@pytest.fixture
-def checkpoint(mlp_checkpoint):
-    return mlp_checkpoint
-
-
-def test_cli_prune_structure_units(checkpoint, tmp_path, capsys):
-    assert main(["--no-progress", "prune", str(checkpoint), "--samples", "300", "--epsilon", "0.3",
+def test_cli_prune_structure_units(mlp_checkpoint, tmp_path, capsys):
+    assert main(["--no-progress", "prune", str(mlp_checkpoint), "--samples", "300", "--epsilon", "0.3",
                  "--structure", "units", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "mlp-nettrim-cascade.json").read_text())["report"]
-    assert report["settings"]["method"]["structure"] == "units"
-    widths = report["settings"]["widths"]
-    assert widths["before"] == [784, 60, 60, 10] and widths["after"][1] < 60
+    assert report["method"]["structure"] == "units"
+    widths = report["surgery"]["widths"]
+    assert widths["1"][0] == widths["3"][0] == 60 and widths["5"] == [10, 10] and widths["1"][1] < 60
     model, info = load_checkpoint(tmp_path / "mlp-nettrim-cascade.pt")
-    assert info["arch_kwargs"] == {"hidden": widths["after"][1:3]}
-    assert model[1].out_features == widths["after"][1]
+    assert info["arch_kwargs"] == {"hidden": [widths["1"][1], widths["3"][1]]}
+    assert model[1].out_features == widths["1"][1]
+    assert all(layer["certified"] for layer in report["layers"])
     assert main(["eval", str(tmp_path / "mlp-nettrim-cascade.pt")]) == 0
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "mlp-nettrim-cascade.pt")]) == 2

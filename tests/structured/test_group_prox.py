@@ -71,3 +71,65 @@ def test_groups_are_zero_as_a_whole(options):
     assert bool((res.bias != 0).all())  # the bias is in no group
     plain = trim_layer(X.float(), Y.float(), 0.2 * float(Y.norm()), **options)
     assert int((W.abs().sum(0) == 0).sum()) >= int((plain.weight.abs().sum(0) == 0).sum())
+
+
+# -- the same program on the new core: program.penalty's prox, solvers.admm and solvers.l1 -------------
+
+def _problem(X, Y, eps, inactive="halfspace"):
+    from nettrim.program import Constraint, LayerProblem
+    from nettrim.program.stats import stats_of_rows, with_ones
+
+    U0 = torch.zeros(X.shape[1] + 1, Y.shape[1], dtype=X.dtype)
+    return LayerProblem(stats_of_rows(with_ones(X), Y, bias=True), Constraint(torch.tensor([eps]), False, inactive),
+                        U0, relu=True, theta=None)
+
+
+def test_the_core_group_prox_is_the_closed_form():
+    from nettrim.program.penalty import Penalty, group_soft_threshold as core
+
+    g = torch.Generator().manual_seed(2)
+    Z = torch.randn(9, 3, dtype=torch.float64, generator=g)
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, -1])
+    t = torch.tensor([0.4, 5.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(core(Z, groups, t), group_soft_threshold(Z, groups, t))
+    prox = Penalty(groups=groups, group_weights=t).prox(Z, torch.tensor([2.0], dtype=torch.float64))
+    torch.testing.assert_close(prox, group_soft_threshold(Z, groups, 2 * t))  # step scales every t_g
+
+
+def test_core_admm_reaches_the_cvxpy_optimum_of_the_group_program():
+    from nettrim.solvers.admm import ADMMSettings as CoreSettings, solve
+    from nettrim.solvers.l1 import group_penalty
+
+    X, Y = _layer()
+    groups = torch.arange(12) // 2
+    eps = 0.2 * float(Y.norm())
+    problem = _problem(X, Y, eps)
+    exact = CoreSettings(dtype="float64", rel_tol=1e-7, abs_tol=1e-10, max_iterations=60000)
+    out = solve(problem, exact, penalty=group_penalty(groups, bias=True))
+    U = out.U.double().numpy()
+    assert problem.certified(out.U)
+    ref = solve_reference(X, Y, eps, groups=groups)
+    norms = lambda U: np.array([np.linalg.norm(U[:-1][groups.numpy() == k]) for k in range(6)])
+    assert norms(U).sum() == pytest.approx(norms(ref).sum(), rel=1e-5)
+    zero = norms(ref) < 1e-6 * norms(ref).max()
+    assert zero.any() and not zero.all()
+    np.testing.assert_array_equal(norms(U) == 0, zero)
+
+
+@pytest.mark.parametrize("rounds, refit_on", [(0, None), (2, "hinge")])
+def test_core_groups_are_zero_as_a_whole(rounds, refit_on):
+    from nettrim.solvers.admm import ADMMSettings as CoreSettings
+    from nettrim.solvers.l1 import group_penalty, l1_support
+
+    X, Y = _layer(seed=3, P=300, N=16, M=6)
+    groups = torch.arange(16) // 4
+    eps = 0.2 * float(Y.norm())
+    problem = _problem(X.float(), Y.float(), eps)
+    out = l1_support(problem, CoreSettings(), rounds=rounds, penalty=group_penalty(groups, bias=True),
+                     refit_on=None if refit_on is None else _problem(X.float(), Y.float(), eps, refit_on))
+    W = out.U[:-1]
+    for k in range(4):
+        block = W[groups == k]
+        assert bool((block == 0).all()) or bool((block.abs().sum(0) > 0).all()), k
+    assert bool((W.abs().sum(1) == 0).any())  # some input unit dropped by every neuron
+    assert bool((out.U[-1] != 0).all())  # the bias is in no group

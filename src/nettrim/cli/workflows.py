@@ -233,6 +233,9 @@ def write_outputs(out: dict, out_dir: Path, stem: str, source: Path | None = Non
             save_checkpoint(ckpt, model, arch, arch_kwargs, meta)
             paths[key] = ckpt
         paths["sparse"] = out_dir / f"{stem}.safetensors"
+        if result.report.surgery:  # a network cut to fewer units is its architecture at its own widths
+            from ..models.architectures import widths_kwargs
+            arch_kwargs = widths_kwargs(arch, arch_kwargs, result.model)
         export(result.model, paths["sparse"], format="sparse", arch=arch, arch_kwargs=arch_kwargs, force=True)
     plot_nonzeros(result.report, paths["plot"])
     summary = dict(summary, outputs={k: str(v) for k, v in paths.items()})

@@ -110,6 +110,7 @@ class Op:
     meta: bool = False
     dtype_arg: bool = False
     ndim: int | None = None  # of the first output, when recorded from a forward pass
+    shape: tuple | None = None  # of the first output, when recorded from a forward pass
 
     def role(self) -> str:
         """relu, identity (dropout/identity), pass (other element moves), meta, or use."""
@@ -235,7 +236,7 @@ class _Recorder(TorchFunctionMode):
         self.ops.append(Op("module", name, module, [self._key(t) for t in ins], first,
                            [self._key(t) for t in outs],
                            inplace=bool(outs) and first is not None and id(outs[0]) == first,
-                           ndim=outs[0].ndim if outs else None))
+                           ndim=outs[0].ndim if outs else None, shape=tuple(outs[0].shape) if outs else None))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -248,7 +249,8 @@ class _Recorder(TorchFunctionMode):
                                [self._key(t) for t in outs],
                                inplace=bool(outs) and first is not None and id(outs[0]) == first,
                                meta=not outs and (name in META_FUNCS or name in META_ATTRS),
-                               dtype_arg=_has_dtype((args, kwargs))))
+                               dtype_arg=_has_dtype((args, kwargs)),
+                               shape=tuple(outs[0].shape) if outs else None))
         return out
 
     def finish(self, out) -> None:

@@ -42,6 +42,9 @@ class LayerJob:
         bias: whether the layer has a bias.
         mode: "cascade" or "parallel"; first, last: its position among the pruned layers.
         shape: the layer's own weight shape (a conv kernel is flattened in ``weight``).
+        groups: (N,) the input unit of each input feature where the model's unit plan says
+            more than the layer alone (``nettrim.graph.surgery``: a Linear behind a Flatten
+            reads H x W features per channel), else None.
     """
 
     name: str
@@ -54,6 +57,7 @@ class LayerJob:
     first: bool
     last: bool
     shape: tuple = ()
+    groups: torch.Tensor | None = None
 
     @property
     def total(self) -> int:

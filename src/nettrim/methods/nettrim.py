@@ -165,7 +165,8 @@ class NetTrim(Method):
             status = Status.SOLVED
             return LayerOutcome(found.U, status, problem.constraint, self.theta(job),
                                 info={"passes": found.passes})
-        penalty = group_penalty(self.groups(job), job.bias) if self.structure == "units" else None
+        penalty = (group_penalty(self.groups(job).to(job.weight.device), job.bias)
+                   if self.structure == "units" else None)
         exact = job.problem(self.constraint(job, inactive="halfspace" if job.relu else "none"), self.theta(job))
         out = l1_support(exact, self.settings, rounds=self.reweight, refit_on=problem if self.refit else None,
                          start=self._start(job), **({} if penalty is None else {"penalty": penalty}))
@@ -200,8 +201,11 @@ class NetTrim(Method):
         return job.weight if job.mode == "cascade" and not job.first else None
 
     def groups(self, job: LayerJob) -> torch.Tensor:
-        """The layer's input-unit groups: a Conv2d's input channels, a Linear's features (a
-        model-wide surgery plan may refine them: ``nettrim.surgery``)."""
+        """The layer's input-unit groups: those of the model's unit plan (``job.groups``: a
+        Linear behind a Flatten, H x W features per channel), else a Conv2d's input channels,
+        a Linear's features."""
+        if job.groups is not None:
+            return job.groups
         if job.kind == "conv2d" and len(job.shape) == 4:
             _, c_in, kh, kw = job.shape
             return torch.arange(c_in).repeat_interleave(kh * kw)

@@ -24,9 +24,9 @@ def verify(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, report:
     first rows (every claim is a norm over samples, so it holds on any subset of the samples
     it holds on; Conv2d layers, whose patch rows are sampled from the whole draw, are then
     not checked)."""
-    require(not ((report.get("settings") or {}).get("structure") or {}).get("surgery"),
+    require(not (report.get("surgery") or ((report.get("settings") or {}).get("structure") or {}).get("surgery")),
             "this model was cut to fewer units (NetTrim(structure='units')): its claims were measured "
-            "on the smaller network when it was pruned (each layer's info['units_check']); verify "
+            "on the smaller network when it was pruned (each layer's certificate); verify "
             "recomputes the claims of full-width pruned models only")
     if _has_batchnorm(original):  # both as they were pruned: BatchNorms folded into their layers
         original = fold_batchnorm(original, inputs[:2])[0]

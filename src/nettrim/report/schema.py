@@ -188,7 +188,8 @@ def _report_table() -> dict[str, Check]:
         seconds=Real(ge=0), output_error=Real(ge=0), output_norm=Real(ge=0), bound=Real(ge=0, none=True),
         run=run, skipped=Names(), resumed=Names(), notes=ListOf(Text()), peak_memory_mb=Real(ge=0, none=True),
         digests=Record(DIGESTS), nnz_before=Integer(ge=0), nnz_after=Integer(ge=0), total=Integer(ge=1),
-        sparsity=Real(ge=0, le=1), status=OneOf(*STATUSES), uncertified=Names())
+        sparsity=Real(ge=0, le=1), status=OneOf(*STATUSES), uncertified=Names(),
+        surgery=Mapping(none=True))
 
 
 RECORDS = frozenset({

@@ -128,6 +128,7 @@ class PruneReport:
     notes: list[str] = field(default_factory=list)
     peak_memory_mb: float | None = None
     digests: dict = field(default_factory=dict)  # sha256 of the weights and the draw (report.digest)
+    surgery: dict | None = None  # structure="units": the cut (nettrim.graph.surgery.Cut.record())
 
     @property
     def uncertified(self) -> list[str]:
