@@ -364,3 +364,47 @@ def test_eval_and_export_refuse_bad_files_in_one_line(command, files, nets, tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "'fc1.weight' has shape" in err
     assert not out.exists()
+
+
+def test_an_image_folder_without_pillow_names_the_extra(files, nets, tmp_path, monkeypatch, capsys):
+    import sys
+
+    import nettrim.report.plots  # noqa: F401  matplotlib (which imports Pillow itself) loaded first
+    monkeypatch.setitem(sys.modules, "PIL", None)  # then Pillow is gone, as where it is not installed
+    out = tmp_path / "out"
+    assert main(prune_argv(files, out, data="train_images")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs Pillow: pip install 'nettrim[data]'" in err
+    assert not out.exists()
+
+
+def test_a_nettrim_checkpoint_on_a_data_file_records_a_draw_that_can_be_redrawn(mlp_checkpoint, tmp_path):
+    """A nettrim checkpoint pruned on a user's .npz (MNIST images saved as arrays): the split
+    comes from the file, the pruned checkpoint records the draw, and the recorded fields draw
+    the same calibration inputs again from the file (what verify does), and other ones once
+    the file has changed."""
+    from nettrim.cli.workflows import Calibration, tensor_sha256
+    from nettrim.data import load_dataset, subset
+
+    x, y = load_dataset("mnist", "train")
+    xs, ys = subset(x, y, 600, seed=3)
+    data = write_npz(tmp_path / "mine.npz", xs.numpy(), ys.numpy())
+    out = tmp_path / "out"
+    assert main(["--no-progress", "prune", str(mlp_checkpoint), "--data", str(data), "--samples", "300",
+                 "--epsilon", "0.1", "--out", str(out)]) == 0
+    meta = torch.load(out / "mlp-nettrim-cascade.pt", weights_only=True)["meta"]
+    cal = meta["calibration"]
+    assert cal["dataset"] == str(data) and cal["validation_size"] == 60 and cal["samples"] == 300
+    assert cal["data"]["sha256"] == file_sha256(data) and "validation_accuracy" in meta
+    fields = ("dataset", "samples", "seed", "validation_size", "validation_seed", "data_dir")
+    again = lambda: tensor_sha256(Calibration(*(cal[k] for k in fields)).draw()[0])
+    assert again() == cal["sha256"]
+    write_npz(data, xs.numpy()[::-1].copy(), ys.numpy()[::-1].copy())  # the same samples, reordered
+    assert again() != cal["sha256"]
+
+
+def test_a_validation_size_beyond_the_file_is_one_line(files, nets, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(prune_argv(files, out, "--validation-size", "400")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--validation-size must lie in 1..399" in err and "\n" not in err and not out.exists()
