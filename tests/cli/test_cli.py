@@ -118,7 +118,7 @@ def test_eval(checkpoint, capsys):
 @pytest.mark.parametrize("argv, match", [
     (["prune", "/no/such.pt", "--out", "OUT"], "checkpoint not found"),
     (["prune", "CKPT", "--epsilon", "-1", "--out", "OUT"], "epsilon"),
-    (["prune", "CKPT", "--dataset", "fashion-mnist", "--data-dir", "/no/dir", "--out", "OUT"], "/no/dir"),
+    (["prune", "CKPT", "--data", "fashion-mnist", "--data-dir", "/no/dir", "--out", "OUT"], "/no/dir"),
     (["compare", "--checkpoint", "CKPT", "--methods", "nettrim,magic", "--out", "OUT"], "unknown method"),
     (["experiment", "nonsense"], "unknown experiment"),
     (["prune", "CKPT", "--max-drop", "-1", "--out", "OUT"], "--max-drop must lie in"),
@@ -169,7 +169,7 @@ def test_prune_a_conv_net_end_to_end(lenet5_checkpoint, tmp_path, capsys):
     assert [la["rows"] for la in layers[:2]] == [1500, 1500]
     assert all(la["nnz_after"] < la["nnz_before"] for la in layers)
     assert report["run"]["options"]["max_rows"] == 1500
-    assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--dataset", "mnist"]) == 0
+    assert main(["eval", str(tmp_path / "lenet5-nettrim-cascade.pt"), "--data", "mnist"]) == 0
     assert "lenet5, test accuracy" in capsys.readouterr().out
 
 

@@ -1,6 +1,7 @@
 """The jobs behind the CLI: train, prune, shrink, verify, demo. Plain functions, no parsing."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import time
@@ -10,15 +11,18 @@ from pathlib import Path
 import torch
 
 from ..data import DATASETS, load_dataset, subset, validation_split
+from ..data.user import UserData, read_user_data
 from ..errors import NettrimError, require
 from ..export import export
 from ..models import build_model, count_nonzero, evaluate, finetune, load_checkpoint, save_checkpoint, train
+from ..models.user import UserModel, file_sha256
 from ..api import RunOptions, prune
 from ..methods import Method, NetTrim
 from ..pruners.resume import run_key
 from ..scheme import peak_memory_mb
 from ..search import SearchOptions, shrink
 from ..report import layer_table, write_json_atomic
+from ..report.io import atomic_write
 from ..report.plots import plot_nonzeros
 from ..status import Status
 
@@ -54,10 +58,25 @@ def recipe_kwargs(arch: str, dataset: str) -> dict:
 
 
 @dataclass(frozen=True)
+class Split:
+    """One draw of a run's data: ``train`` (inputs, labels) the data minus its validation part
+    (what fine-tuning uses), ``validation`` the held-out pair or None, ``inputs`` the
+    calibration inputs drawn from ``train``; ``data`` the user's data it came from, if any."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    validation: tuple[torch.Tensor, torch.Tensor] | None
+    inputs: torch.Tensor
+    data: UserData | None = None
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Where a CLI run's calibration inputs and validation split come from, so that ``verify``
-    can draw them again: ``samples`` images drawn with ``seed`` from the training split minus
-    its validation part (``validation_size`` images held out with ``validation_seed``)."""
+    can draw them again: ``samples`` inputs drawn (stratified) with ``seed`` from the training
+    data minus its validation part (``validation_size`` samples held out with
+    ``validation_seed``). ``dataset``: a name of ``nettrim.data.DATASETS`` (its training
+    split, from ``data_dir``), or the absolute path of a user's data (``nettrim.data.user``),
+    from which both parts are carved; such a file has no test split."""
 
     dataset: str
     samples: int
@@ -66,32 +85,49 @@ class Calibration:
     validation_seed: int = VALIDATION_SEED
     data_dir: str | None = None
 
-    def draw(self):
-        """(calibration inputs, (validation inputs, labels) or None)."""
-        x, y = load_dataset(self.dataset, "train", self.data_dir)
+    @property
+    def user(self) -> bool:
+        """Whether the data is a user's file rather than a named dataset."""
+        return self.dataset not in DATASETS
+
+    def split(self, data: UserData | None = None) -> Split:
+        """The draw; ``data``: the user's data already read from ``dataset`` (else read here)."""
+        if self.user:
+            data = data if data is not None else read_user_data(self.dataset)
+            require(data.path == self.dataset, f"the data read is {data.path}, not {self.dataset}")
+            x, y = data.x, data.y
+        else:
+            x, y = load_dataset(self.dataset, "train", self.data_dir)
         val = None
         if self.validation_size:
             keep, held = validation_split(len(x), self.validation_size, self.validation_seed)
             val = (x[held], y[held])
             x, y = x[keep], y[keep]
         xs, _ = subset(x, y, min(self.samples, len(x)), seed=self.seed)
-        return xs, val
+        return Split((x, y), val, xs, data)
 
-    def record(self, xs: torch.Tensor) -> dict:
-        """This draw's description and the sha256 of its inputs."""
-        return dict(asdict(self), samples=int(len(xs)), sha256=tensor_sha256(xs))
+    def draw(self):
+        """(calibration inputs, (validation inputs, labels) or None)."""
+        split = self.split()
+        return split.inputs, split.validation
+
+    def record(self, xs: torch.Tensor, data: UserData | None = None) -> dict:
+        """This draw's description and the sha256 of its inputs (with a user's data: its
+        path, layout, samples and the sha256 of its files, under "data")."""
+        out = dict(asdict(self), samples=int(len(xs)), sha256=tensor_sha256(xs))
+        if data is not None:
+            out["data"] = data.record()
+        return out
+
+
+def user_validation_size(n: int) -> int:
+    """The validation part carved from a user's file of ``n`` samples: a tenth, at most
+    ``VALIDATION_SIZE``, at least one."""
+    return max(1, min(VALIDATION_SIZE, n // 10))
 
 
 def tensor_sha256(x: torch.Tensor) -> str:
     return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def held_out(meta: dict) -> tuple[int | None, int]:
@@ -133,18 +169,21 @@ def train_model(arch: str, dataset: str, out: Path, *, data_dir=None, epochs=Non
 def prune_model(model, calibration: Calibration, *, method: Method = NetTrim(),
                 mode: str = "cascade", max_drop: float | None = None, sparsity: float | None = None,
                 finetune_epochs=0, finetune_lr=1e-3, run: RunOptions = RunOptions(), log=print,
-                store=None) -> dict:
-    """Prune ``model`` on the calibration draw: at the method's tolerance, or, with
-    ``max_drop`` (points), the sparsest model within that validation budget (``shrink``). The
-    test split is evaluated once, for the model returned. Returns {"result", "summary"[,
+                store=None, data: UserData | None = None) -> dict:
+    """Prune ``model`` on the calibration draw: at the method's tolerance (or ``sparsity``),
+    or, with ``max_drop`` (points), the sparsest model within that validation budget
+    (``shrink``). The accuracy reported is the test split's for a named dataset (evaluated
+    once, for the model returned), the validation part's for a user's data, which has no
+    test split (``summary["accuracy_on"]`` says which). Returns {"result", "summary"[,
     "finetuned"]}; with an unreachable budget, {"summary"} alone (status budget_unreachable).
 
     ``store``: an unopened ``RunStore``; it is opened with this run's key (the arguments and the
     hashes of the model and the data) and keeps every finished layer. ``run``: how the run goes
-    (rows, memory, progress, backend)."""
-    xs, val = calibration.draw()
+    (rows, memory, progress, backend). ``data``: the user's data already read, if any."""
+    split = calibration.split(data)
+    xs, val = split.inputs, split.validation
     t0 = time.perf_counter()
-    summary = {"dataset": calibration.dataset, "calibration": calibration.record(xs)}
+    summary = {"dataset": calibration.dataset, "calibration": calibration.record(xs, split.data)}
     if store is not None:
         store.open(run_key(command="prune", model=model, calibration=summary["calibration"],
                            validation=val if max_drop is not None else None, method=method,
@@ -167,19 +206,19 @@ def prune_model(model, calibration: Calibration, *, method: Method = NetTrim(),
     if result.report.resumed:
         log(f"resumed {len(result.report.resumed)} finished layer(s) from {store.root}: "
             f"{', '.join(result.report.resumed)}")
-    x, y = load_dataset(calibration.dataset, "train", calibration.data_dir)
-    xt, yt = load_dataset(calibration.dataset, "test", calibration.data_dir)
-    summary.update(test_accuracy_before=evaluate(model, xt, yt),
-                   test_accuracy_after=evaluate(result.model, xt, yt),
+    on = "validation" if calibration.user else "test"
+    xe, ye = val if calibration.user else load_dataset(calibration.dataset, "test", calibration.data_dir)
+    summary.update(accuracy_on=on, **{f"{on}_accuracy_before": evaluate(model, xe, ye),
+                                      f"{on}_accuracy_after": evaluate(result.model, xe, ye)},
                    report=result.report.to_dict())
     out = {"result": result, "summary": summary}
     if finetune_epochs:
         tuned = out["finetuned"] = copy.deepcopy(result.model)
-        hist = finetune(tuned, x, y, epochs=finetune_epochs, lr=finetune_lr, seed=calibration.seed,
+        hist = finetune(tuned, *split.train, epochs=finetune_epochs, lr=finetune_lr, seed=calibration.seed,
                         progress=progress)
         summary["finetune"] = {"epochs": finetune_epochs, "lr": finetune_lr,
                                "seconds": hist.total_seconds,
-                               "test_accuracy": evaluate(tuned, xt, yt),
+                               f"{on}_accuracy": evaluate(tuned, xe, ye),
                                "nonzero_after": count_nonzero(tuned)["nonzero"]}
     summary["peak_memory_mb"] = peak_memory_mb()
     return out
@@ -188,18 +227,24 @@ def prune_model(model, calibration: Calibration, *, method: Method = NetTrim(),
 def print_summary(summary: dict, result, log=print) -> None:
     log(layer_table(result.report))
     rep = result.report
+    change = rep.output_error / rep.output_norm
     if rep.bound is not None:
-        log(f"certified: every layer within its tolerance on the calibration inputs; output "
-            f"discrepancy {rep.output_error / rep.output_norm:.4f} <= bound "
-            f"{rep.bound / rep.output_norm:.4f} (relative)")
+        log(f"certified: every layer within its tolerance; the network's output moved {change:.4f} <= "
+            f"bound {rep.bound / rep.output_norm:.4f} (relative, ||Yhat - Y||_F / ||Y||_F on the "
+            "calibration inputs: the bound covers those inputs, not unseen ones)")
     else:
         why = "; ".join(rep.notes) or "no network bound"
-        log(f"{why}; output discrepancy {rep.output_error / rep.output_norm:.4f} (relative)")
-    log(f"test accuracy: {summary['test_accuracy_before']:.2f} % -> {summary['test_accuracy_after']:.2f} % "
+        log(f"{why}; the network's output moved {change:.4f} (relative, ||Yhat - Y||_F / ||Y||_F on "
+            "the calibration inputs)")
+    on = summary.get("accuracy_on", "test")
+    log(f"{on} accuracy: {summary[f'{on}_accuracy_before']:.2f} % -> {summary[f'{on}_accuracy_after']:.2f} % "
         f"with {100 * rep.sparsity:.2f} % of the pruned layers' weights and biases removed")
+    if on == "validation":
+        log("test accuracy: not measured (the data file has no test split): run "
+            "`nettrim eval ... --data TEST_PATH` on the pruned weights")
     if "finetune" in summary:
         ft = summary["finetune"]
-        log(f"after {ft['epochs']} epoch(s) of masked fine-tuning: {ft['test_accuracy']:.2f} % "
+        log(f"after {ft['epochs']} epoch(s) of masked fine-tuning: {ft[f'{on}_accuracy']:.2f} % {on} accuracy "
             f"({ft['seconds']:.1f} s)")
     for r in rep.layers:
         if r.sampled:
@@ -209,40 +254,90 @@ def print_summary(summary: dict, result, log=print) -> None:
 
 
 def write_outputs(out: dict, out_dir: Path, stem: str, source: Path | None = None,
-                  arch: str | None = None, arch_kwargs: dict | None = None) -> dict:
-    """Pruned checkpoint(s) (never over the source), JSON report and PNG, each written atomically.
+                  arch: str | None = None, arch_kwargs: dict | None = None,
+                  user: UserModel | None = None) -> dict:
+    """Pruned weights (never over the source), sparse safetensors, JSON report and PNG, each
+    written atomically.
 
-    The pruned checkpoint's meta carries what ``nettrim verify`` needs: the prune report (the
-    certificate), the calibration draw and the source checkpoint's path and sha256."""
+    With ``arch`` (a nettrim checkpoint's model): pruned checkpoint(s), whose meta carries what
+    ``nettrim verify`` needs: the prune report (the certificate), the calibration draw and the
+    source checkpoint's path and sha256. With ``user`` (``--model``): the pruned state dict(s)
+    as ``.pt`` (``torch.load(weights_only=True)`` reads them), the report recording the
+    factory and the weights' path and sha256 under "source". Either way the sparse file of the
+    pruned model (``nettrim.export``) and its measured size against the dense state dict."""
     summary, result = out["summary"], out["result"]
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / f"{stem}.json", "plot": out_dir / f"{stem}.png"}
-    if arch is not None:
-        src = None if source is None else {"path": str(Path(source).resolve()), "sha256": file_sha256(source)}
-        models = {"checkpoint": (result.model, summary["test_accuracy_after"], "")}
+    models = {}
+    if arch is not None or user is not None:
+        models["checkpoint"] = (result.model, "")
         if "finetuned" in out:
-            models["finetuned_checkpoint"] = (out["finetuned"], summary["finetune"]["test_accuracy"],
-                                              "-finetuned")
-        for key, (model, acc, suffix) in models.items():
-            ckpt = out_dir / f"{stem}{suffix}.pt"
-            require(source is None or ckpt.resolve() != Path(source).resolve(),
-                    f"refusing to overwrite the input checkpoint {source}: choose another --out")
-            meta = {"pruned": True, "test_accuracy": acc, "finetuned": bool(suffix)}
-            if not suffix:  # fine-tuning moves the weights: only the pruned model is certified
-                meta.update(certificate=summary["report"], calibration=summary["calibration"], source=src)
-            save_checkpoint(ckpt, model, arch, arch_kwargs, meta)
-            paths[key] = ckpt
+            models["finetuned_checkpoint"] = (out["finetuned"], "-finetuned")
+        paths.update({key: out_dir / f"{stem}{suffix}.pt" for key, (_, suffix) in models.items()})
         paths["sparse"] = out_dir / f"{stem}.safetensors"
-        if result.report.surgery:  # a network cut to fewer units is its architecture at its own widths
-            from ..models.architectures import widths_kwargs
-            arch_kwargs = widths_kwargs(arch, arch_kwargs, result.model)
-        export(result.model, paths["sparse"], format="sparse", arch=arch, arch_kwargs=arch_kwargs, force=True)
-    plot_nonzeros(result.report, paths["plot"])
-    summary = dict(summary, outputs={k: str(v) for k, v in paths.items()})
-    if "sparse" in paths:
-        summary["sizes"] = file_sizes(result.model, paths["sparse"])
-    write_json_atomic(paths["report"], summary)
+    inputs = [p for p in (source, None if user is None else Path(user.weights)) if p is not None]
+    clash = next((p for p in paths.values() for q in inputs if p.resolve() == Path(q).resolve()), None)
+    require(clash is None, f"refusing to overwrite the input {clash}: choose another --out")
+    src = None
+    if user is not None:
+        src = user.record()
+    elif source is not None:
+        src = {"path": str(Path(source).resolve()), "sha256": file_sha256(source)}
+    with _all_or_nothing(out_dir, paths.values()):
+        _write_models(summary, models, paths, arch, arch_kwargs, user, src)
+        if "sparse" in paths:
+            if arch is not None and result.report.surgery:  # a cut network: its architecture at its widths
+                from ..models.architectures import widths_kwargs
+                arch_kwargs = widths_kwargs(arch, arch_kwargs, result.model)
+            export(result.model, paths["sparse"], format="sparse", force=True,
+                   **({} if arch is None else {"arch": arch, "arch_kwargs": arch_kwargs}))
+        plot_nonzeros(result.report, paths["plot"])
+        summary = dict(summary, outputs={k: str(v) for k, v in paths.items()})
+        if src is not None:
+            summary["source"] = src
+        if "sparse" in paths:
+            summary["sizes"] = file_sizes(result.model, paths["sparse"])
+        write_json_atomic(paths["report"], summary)
     return paths
+
+
+def _write_models(summary, models, paths, arch, arch_kwargs, user, src) -> None:
+    on = summary.get("accuracy_on", "test")
+    for key, (model, suffix) in models.items():
+        if user is not None:
+            save_state_dict(paths[key], model)
+            continue
+        acc = summary[f"{on}_accuracy_after"] if not suffix else summary["finetune"][f"{on}_accuracy"]
+        meta = {"pruned": True, f"{on}_accuracy": acc, "finetuned": bool(suffix)}
+        if not suffix:  # fine-tuning moves the weights: only the pruned model is certified
+            meta.update(certificate=summary["report"], calibration=summary["calibration"], source=src)
+        save_checkpoint(paths[key], model, arch, arch_kwargs, meta)
+
+
+@contextlib.contextmanager
+def _all_or_nothing(out_dir: Path, paths):
+    """Create ``out_dir`` if needed; when the block fails, remove those of ``paths`` that were
+    not there before it and the directories it made, so a failed write leaves no new file
+    behind (a file replaced before the failure stays replaced)."""
+    paths = list(paths)
+    before = {p for p in paths if p.exists()}
+    made = [d for d in [*reversed(out_dir.parents), out_dir] if not d.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            if p not in before:
+                p.unlink(missing_ok=True)
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+        raise
+
+
+def save_state_dict(path: Path, model) -> Path:
+    """``model.state_dict()`` as a plain ``torch.save`` dict of tensors, written atomically."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def file_sizes(model, sparse_path: Path) -> dict:
@@ -328,8 +423,8 @@ def demo(out_dir: Path, *, max_drop=None, samples=None, finetune_epochs=1, progr
                       finetune_epochs=finetune_epochs, run=RunOptions(progress=progress), log=log)
     if "result" not in out:
         raise NettrimError("no tolerance keeps the model within the budget: raise --max-drop")
-    print_summary(out["summary"], out["result"], log)
     paths = write_outputs(out, out_dir, "lenet-300-100-nettrim", source, DEMO["arch"], arch_kwargs)
+    print_summary(out["summary"], out["result"], log)
     log(size_line(file_sizes(out["result"].model, paths["sparse"])))
     log("wrote " + ", ".join(str(p) for p in paths.values()))
     return out["summary"]

@@ -164,7 +164,7 @@ RULES = {"sample-complexity": sample_complexity, "bounds": bounds,
 UNTESTED = [
     ("The papers' SVHN and CIFAR-10 figures (seeds 003, 004)", "not testable here",
      "no offline copy of SVHN or CIFAR-10 exists here, so the figure is not measured",
-     "`nettrim compare --model cifar-cnn --dataset svhn --data-dir DIR --epsilon 0.05,0.1,0.2`"),
+     "`nettrim compare --model cifar-cnn --data svhn --data-dir DIR --epsilon 0.05,0.1,0.2`"),
 ]
 
 
