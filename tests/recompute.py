@@ -122,3 +122,15 @@ def all_hold(original: nn.Module, pruned: nn.Module, x: torch.Tensor, report) ->
     checks = layer_checks(original, pruned, x, report)
     bound_ok = report.bound is None or network_error(original, pruned, x) <= report.bound
     return bool(checks) and all(c.holds for c in checks) and bound_ok
+
+
+def inactive_response(original: nn.Module, pruned: nn.Module, x: torch.Tensor, name: str) -> float:
+    """r = ||relu(W^T Xhat)_{Omega^c}||_F for a cascade ReLU layer: the original weights on the
+    pruned network's inputs, on the entries where the original network's ReLU output is zero
+    (what the cascade bounds add to a later layer's eps)."""
+    original, pruned = folded(original, x[:2]), folded(pruned, x[:2])
+    a = original.get_submodule(name)
+    xin = _output_at(pruned, name, x, inputs=True)
+    with torch.no_grad():
+        z, zw = _rows(_output_at(original, name, x), a), _rows(a(xin), a)
+    return float(torch.relu(zw).masked_fill(z > 0, 0).norm())
