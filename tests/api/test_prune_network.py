@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nettrim import ADMMSettings, NetTrim, NettrimError, RunOptions, prune
-from recompute import all_hold
+from recompute import all_hold, layer_checks
 
 F64 = ADMMSettings(dtype="float64")
 QUIET = RunOptions(progress=False)
@@ -46,6 +46,18 @@ def test_every_layer_solved_and_bound_holds(mode, per_neuron):
     assert rep.output_error <= rep.bound
     with torch.no_grad():
         assert float((res.model(X) - net(X)).norm()) == pytest.approx(rep.output_error, rel=1e-9)
+
+
+def test_the_recomputed_claims_catch_a_changed_model():
+    """The reference recomputation (tests/recompute.py) the tests lean on: it confirms every
+    claim of an honest run, and refutes the one layer whose weights were changed afterwards."""
+    net, X = small_net(), data()
+    res = prune(net, X, nt(epsilon=0.05), mode="parallel", run=QUIET)
+    assert all_hold(net, res.model, X, res.report)
+    with torch.no_grad():
+        res.model[2].weight.mul_(1.2)
+    assert [c.holds for c in layer_checks(net, res.model, X, res.report)] == [True, False, True]
+    assert not all_hold(net, res.model, X, res.report)
 
 
 def test_parallel_layers_satisfy_proposition_1():
