@@ -73,7 +73,7 @@ class RunOptions(Options):
 
 def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: str = "cascade",
           sparsity: float | None = None, counts: dict[str, int] | None = None,
-          run: RunOptions = RunOptions()) -> PruneResult:
+          run: RunOptions = RunOptions(), **unknown) -> PruneResult:
     """Prune a trained network; returns ``.model`` (a pruned deep copy) and ``.report``.
 
     Args:
@@ -88,8 +88,13 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
             required by the methods without a tolerance, optional for Net-Trim.
         counts: exact non-zeros per layer name (overrides ``sparsity`` for those layers).
         run: a :class:`RunOptions`.
+
+    Any other keyword is refused with one line saying where it belongs (a method's option on
+    the method object, a run option in ``run``). The report's ``run`` records the options, the
+    targets, the number of inputs and the (layer, BatchNorm) pairs folded before pruning.
     """
     method = resolve_method(method)
+    refuse_unknown("prune", unknown, method)
     require(isinstance(run, RunOptions), f"run must be a nettrim.RunOptions, got {type(run).__name__}")
     batches = checked_batches(model, inputs, mode, run.batch_size)
     graph = ModelGraph.build(model, batches.example)
@@ -107,8 +112,31 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
     if units is not None:  # the units no layer reads cut, each claim measured on the cut network
         result = finish_units(result, model, batches, plan, units)
     result.report.run = {"options": run.record(), "sparsity": sparsity, "counts": counts,
-                         "inputs": batches.n_inputs}
+                         "inputs": batches.n_inputs, "folded_batchnorm": [list(p) for p in graph.bn_pairs]}
     return result
+
+
+def refuse_unknown(entry: str, unknown: dict, method: Method) -> None:
+    """A one-line NettrimError for the first keyword ``entry`` does not take, saying where it
+    belongs: on the method object, in ``run=RunOptions(...)``, or nowhere."""
+    if not unknown:
+        return
+    import dataclasses
+
+    from .methods import METHODS
+
+    name = sorted(unknown)[0]
+    head = f"{entry}() has no option {name!r}"
+    if name in {f.name for f in dataclasses.fields(RunOptions)}:
+        raise NettrimError(f"{head}: it is a run option; pass run=nettrim.RunOptions({name}=...)")
+    own = {f.name for f in dataclasses.fields(method)}
+    cls = type(method).__name__
+    if name in own:
+        raise NettrimError(f"{head}: it must be set on the method object, e.g. nettrim.{cls}({name}=...)")
+    if any(name in {f.name for f in dataclasses.fields(m)} for m in METHODS.values()):
+        raise NettrimError(f"{head}: method options are set on the method object, and {cls} has no "
+                           f"option {name!r} (its options: {', '.join(sorted(own)) or 'none'})")
+    raise NettrimError(f"{head}; its options: method, mode, sparsity, counts, run")
 
 
 def checked_batches(model, inputs, mode: str, batch_size: int) -> Batches:

@@ -113,7 +113,8 @@ def layer_stats(original: nn.Module, name: str, batches: Batches, *, relu: bool,
             X, Y = X[keep], Y[keep]
         builder.add(X, Y)
     require(builder.rows > 0, f"layer '{name}' did not run as a module in the forward pass: it cannot be captured")
-    return builder.finish(rows_total=sampler.total or builder.rows)
+    positions = getattr(originals, "positions_per_image", None)  # a Conv2d's rows: every position
+    return builder.finish(rows_total=batches.n_inputs * positions if positions else sampler.total or builder.rows)
 
 
 def _is_conv1d(module) -> bool:

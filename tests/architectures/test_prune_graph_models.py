@@ -3,19 +3,34 @@ adds, ReLU after the add), PyTorch's own nn.TransformerEncoderLayer and nettrim'
 Random weights, small widths, random inputs: the checks are structural (every layer listed with
 the right activation, the pruned model runs, each layer's certificate holds where the solver
 converged), plus the cascade's inputs through the residual graph."""
+from typing import ClassVar
+
 import pytest
 import torch
 from torch import nn
 
 import nettrim
-from nettrim.capture import capture_layer, fold_batchnorm, plain_forward, trace_layers
-from nettrim.layer import ADMMSettings
+from nettrim import ADMMSettings, RunOptions, Threshold
+from nettrim.graph.batchnorm import fold_batchnorm
+from nettrim.graph.model import ModelGraph
+from nettrim.graph.trace import plain_forward
 from nettrim.models import build_model
-from nettrim.pruners.base import LayerOutcome
-from nettrim.pruners.network import run_scheme
+from nettrim.options import options
+from nettrim.stream import Batches, RowPlan, layer_stats
 
 torch.set_num_threads(1)
 FAST = ADMMSettings(max_iterations=1500)
+QUIET = RunOptions(progress=False)
+
+
+def trace_layers(model, x):
+    """The model graph's prunable layers, in execution order."""
+    return ModelGraph.build(model, x).layers
+
+
+def folded(model, x):
+    """``model`` with the BatchNorms its graph folds folded in (what prune does first)."""
+    return fold_batchnorm(model, ModelGraph.build(model, x).bn_pairs)
 
 
 class BasicBlock(nn.Module):
@@ -97,13 +112,13 @@ def check_certificates(report):
         if layer.status == "solved":
             assert layer.certified, layer.name
         if layer.certified:
-            assert layer.discrepancy <= layer.epsilon * 1.05, layer.name
+            assert layer.discrepancy <= layer.certificate.epsilon * 1.05, layer.name
 
 
 def test_resnet18_layers_and_activations():
     model = resnet18()
     assert not trace_layers(model, torch.randn(2, 3, 32, 32))[0].relu  # conv1 -> BN -> ReLU
-    model = fold_batchnorm(model, torch.randn(2, 3, 32, 32))[0]  # what prune does first
+    model = folded(model, torch.randn(2, 3, 32, 32))  # what prune does first
     specs = trace_layers(model, torch.randn(2, 3, 32, 32))
     names = [s.name for s in specs]
     assert names == modules_that_run(model, torch.randn(2, 3, 32, 32)) and len(names) == 21
@@ -120,11 +135,11 @@ def test_resnet18_layers_and_activations():
 
 def test_resnet18_pruned_with_nettrim():
     model, x = resnet18(), torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    res = nettrim.prune(model, x, method=nettrim.NetTrim(epsilon=0.1, settings=FAST),
-                        capture={"max_rows": 1500}, progress=False)
+    res = nettrim.prune(model, x, nettrim.NetTrim(epsilon=0.1, settings=FAST),
+                        run=RunOptions(max_rows=1500, progress=False))
     rep = res.report
-    assert len(rep.settings["folded_batchnorm"]) == 20  # every BN folded into its conv
-    specs = trace_layers(fold_batchnorm(model, x[:2])[0], x[:2])
+    assert len(rep.run["folded_batchnorm"]) == 20  # every BN folded into its conv
+    specs = trace_layers(folded(model, x[:2]), x[:2])
     assert [(r.name, r.relu) for r in rep.layers] == [(s.name, s.relu) for s in specs]
     assert sum(r.relu for r in rep.layers) == 9  # the stem and every block's conv1
     check_certificates(rep)
@@ -138,25 +153,36 @@ def test_resnet18_pruned_with_nettrim():
     assert float((out - before).norm()) == pytest.approx(rep.output_error, rel=1e-4)
 
 
+SEEN: dict[str, torch.Tensor] = {}
+
+
+@options
+class RecordedThreshold(Threshold):
+    """Hard thresholding that keeps each job's input Gram matrix X^T X (in SEEN)."""
+
+    name: ClassVar[str] = "recorded-threshold"
+
+    def at_count(self, job, keep):
+        SEEN[job.name] = job.stats.gram.clone()
+        return super().at_count(job, keep)
+
+
+def input_gram(model, name, x, plan):
+    """X^T X of layer ``name``'s input rows in ``model`` (the same rows as a prune's)."""
+    return layer_stats(model, name, Batches(x, 1024, model), relu=False, hold=False, plan=plan).gram
+
+
 def test_cascade_layers_see_the_pruned_network_through_the_residual_graph():
-    """Each cascade job's X is the pruned network's input to that layer: what a capture of the
-    final pruned model gives (layers run later cannot change it), not the original's."""
+    """Each cascade job's inputs are the pruned network's inputs to that layer: what a capture of
+    the final pruned model gives (layers run later cannot change it), not the original's."""
     model, x = resnet18(2), torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    seen = {}
-
-    def halve(job):  # zero the smaller half of the weights: a cheap, deterministic "pruner"
-        seen[job.spec.name] = job.X.clone()
-        w = job.weight.clone()
-        w[w.abs() < w.abs().median()] = 0
-        return LayerOutcome(w, job.bias)
-
-    res = run_scheme(model, x, halve, mode="cascade", method_name="halve", settings={},
-                     progress=False, capture={"max_rows": 400, "seed": 0})
+    SEEN.clear()
+    run = RunOptions(max_rows=400, seed=0, progress=False)
+    res = nettrim.prune(model, x, RecordedThreshold(), sparsity=0.5, run=run)
+    pruned, original = folded(res.model, x[:2]), folded(model, x[:2])
     for name in ("layer2.0.conv1", "layer3.1.conv1", "layer4.0.downsample.0", "fc"):
-        X_pruned, _ = capture_layer(res.model, name, x, max_rows=400, seed=0)
-        torch.testing.assert_close(seen[name], X_pruned)
-        X_orig, _ = capture_layer(fold_batchnorm(model, x[:2])[0], name, x, max_rows=400, seed=0)
-        assert not torch.allclose(seen[name], X_orig, atol=1e-3)
+        torch.testing.assert_close(SEEN[name], input_gram(pruned, name, x, run.row_plan()))
+        assert not torch.allclose(SEEN[name], input_gram(original, name, x, run.row_plan()), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("activation, relu1", [("relu", True), ("gelu", False)])
@@ -167,7 +193,7 @@ def test_transformer_encoder_layer_pruned(activation, relu1):
     specs = trace_layers(layer, x[:2])
     assert [s.name for s in specs] == modules_that_run(layer, x[:2]) == ["linear1", "linear2"]
     assert [s.relu for s in specs] == [relu1, False] and specs[0].feeds_next == relu1
-    res = nettrim.prune(layer, x, method=nettrim.NetTrim.paper(epsilon=0.1, settings=FAST), progress=False)
+    res = nettrim.prune(layer, x, nettrim.NetTrim.paper(epsilon=0.1, settings=FAST), run=QUIET)
     rep = res.report
     assert [r.relu for r in rep.layers] == [relu1, False] and rep.nnz_after < rep.nnz_before
     check_certificates(rep)
@@ -189,8 +215,8 @@ def test_vit_tiny_pruned_with_the_linear_program():
         "0.proj", "1.attn.q", "1.attn.k", "1.attn.v", "1.attn.out", "1.fc1", "1.fc2", "4"]
     assert not any(s.relu for s in specs) and specs[-1].to_output
     assert specs[5].users == ("GELU '1.act'",)
-    res = nettrim.prune(model, x, method=nettrim.NetTrim(epsilon=0.1, settings=FAST),
-                        capture={"max_rows": 2000}, progress=False)
+    res = nettrim.prune(model, x, nettrim.NetTrim(epsilon=0.1, settings=FAST),
+                        run=RunOptions(max_rows=2000, progress=False))
     check_certificates(res.report)
     assert sum(r.certified for r in res.report.layers) >= 6 and res.report.nnz_after < res.report.nnz_before
     with torch.no_grad():

@@ -1,5 +1,6 @@
-"""trace_layers on any model: every Linear/Conv2d that runs is listed, ReLU layers are exactly
-those whose output only a ReLU reads, unknown modules pass through, bad models get one line."""
+"""The model graph (``nettrim.graph``) of any model: every Linear/Conv2d that runs is listed,
+ReLU layers are exactly those whose output only a ReLU reads, unknown modules pass through,
+bad models get one line; BatchNorm folding; a layer's rows streamed with leading dims flattened."""
 import re
 
 import pytest
@@ -7,9 +8,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nettrim.capture import capture_layer, fold_batchnorm, is_chain, trace_layers
-from nettrim.capture.dataflow import analyse, fx_ops, is_prunable, record_ops
 from nettrim.errors import NettrimError
+from nettrim.graph.batchnorm import fold_batchnorm as fold_pairs
+from nettrim.graph.model import ModelGraph
+from nettrim.graph.trace import analyse, fx_ops, is_prunable, record_ops
+from nettrim.stream import Batches, RowPlan, layer_stats
+
+
+def trace_layers(model, x):
+    return ModelGraph.build(model, x).layers
+
+
+def is_chain(model, x):
+    return ModelGraph.build(model, x).is_chain
+
+
+def fold_batchnorm(model, example):
+    """(the folded copy, the pairs the graph folds)."""
+    pairs = ModelGraph.build(model, example).bn_pairs
+    return fold_pairs(model, pairs), pairs
+
+
+def rows(model, name, x):
+    """Layer ``name``'s held rows (A with the ones column, Y its pre-activation targets)."""
+    stats = layer_stats(model, name, Batches(x, 1024, model), relu=False, hold=True, plan=RowPlan())
+    return stats.A, stats.Y
 
 
 def flags(model, x):
@@ -81,7 +104,7 @@ def test_layer_before_a_residual_add_is_linear(functional):
     assert [(s.name, s.relu) for s in specs] == [("0", True), ("2.fc1", True), ("2.fc2", False), ("3", False)]
     # the ReLU output of layer 0 feeds fc1 AND the skip: no dead-unit cleanup across it
     assert [s.feeds_next for s in specs] == [False, True, False, False]
-    assert specs[2].users == ("add",) and not is_chain(specs)
+    assert specs[2].users == ("add",) and not is_chain(model, torch.randn(2, 4))
 
 
 def test_feeds_next_only_straight_into_the_next_linear():
@@ -89,7 +112,7 @@ def test_feeds_next_only_straight_into_the_next_linear():
     chain = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Dropout(), nn.Identity(), nn.Linear(6, 4),
                           nn.ReLU(), nn.Linear(4, 2))
     specs = trace_layers(chain, x)
-    assert [s.feeds_next for s in specs] == [True, True, False] and specs[-1].to_output and is_chain(specs)
+    assert [s.feeds_next for s in specs] == [True, True, False] and specs[-1].to_output and is_chain(chain, x)
 
     class Tap(nn.Module):  # the ReLU output also leaves the model
         def __init__(self):
@@ -174,8 +197,8 @@ def test_fx_and_the_recorded_pass_agree(make, shape):
 def test_tokens_linear_is_captured_with_leading_dims_flattened():
     model = nn.Sequential(nn.Linear(8, 5), nn.GELU(), nn.Linear(5, 3))
     x = torch.randn(4, 7, 8)
-    X, Z = capture_layer(model, "2", x)
-    assert X.shape == (28, 5) and Z.shape == (28, 3)
+    X, Z = rows(model, "2", x)
+    assert X.shape == (28, 6) and Z.shape == (28, 3) and bool((X[:, -1] == 1).all())
     with torch.no_grad():
         torch.testing.assert_close(Z, model(x).reshape(-1, 3))
 
@@ -186,8 +209,8 @@ def test_transformer_encoder_layer_fast_path_does_not_hide_its_linears():
     specs = trace_layers(layer, x)
     assert [(s.name, s.relu, s.feeds_next) for s in specs] == [("linear1", True, True),
                                                                ("linear2", False, False)]
-    X, Z = capture_layer(layer, "linear1", x)
-    assert X.shape == (15, 8) and Z.shape == (15, 16)
+    X, Z = rows(layer, "linear1", x)
+    assert X.shape == (15, 9) and Z.shape == (15, 16)
 
 
 # --- bad models: one line naming the module ---------------------------------------------------
@@ -253,7 +276,7 @@ def test_prune_names_a_missing_layer_option():
     import nettrim
 
     with pytest.raises(NettrimError, match=re.escape("no prunable layer named nope; prunable layers: a, b")):
-        nettrim.prune(Act(nn.GELU()), torch.randn(20, 6), layers=["nope"], progress=False)
+        nettrim.prune(Act(nn.GELU()), torch.randn(20, 6), run=nettrim.RunOptions(layers=["nope"], progress=False))
 
 
 # --- BatchNorm folding ------------------------------------------------------------------------
@@ -279,7 +302,6 @@ def test_linear_batchnorm1d_fold_is_exact():
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-12, atol=1e-12)
     assert [s.relu for s in trace_layers(folded, x[:2])] == [True, False]
-    assert fold_batchnorm(model)[1] == []  # without an example the 2-D output is unknown: no fold
 
 
 def test_batchnorm1d_over_tokens_is_not_folded():
