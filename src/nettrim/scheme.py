@@ -12,6 +12,7 @@ back into the pruned copy and reports.
 from __future__ import annotations
 
 import copy
+import math
 import resource
 import sys
 import time
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import NettrimError
 from .pruners.backend import LocalBackend
 from .pruners.bounds import network_bound
 from .graph.adapters import get_U, set_U
@@ -54,7 +56,7 @@ class Plan:
     layers: tuple[str, ...] | None = None
     progress: bool = True
     backend: object = None
-    scope: object = None  # a nettrim.pruners.resume Scope keeping finished layers (cascade)
+    scope: object = None  # a nettrim.pruners.resume Scope keeping finished layers
     resumed: list = field(default_factory=list)
 
 
@@ -79,11 +81,9 @@ def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], 
     progress = Progress(plan.progress, len(chosen), f"{plan.method.name} {plan.mode}")
     last = graph.layers[-1].name
     cascade = plan.mode == "cascade"
-    jobs = (_job(original, pruned if cascade and i else None, node, batches, plan, i == 0, node.name == last)
-            for i, node in enumerate(chosen))
     backend = (plan.backend or LocalBackend()) if not cascade else LocalBackend()
     reports = []
-    if plan.scope is not None and cascade:  # a resumed cascade: finished layers as they were saved
+    if plan.scope is not None:  # a resumed run: its finished layers as they were saved
         for i, node in enumerate(chosen):
             done = _restored(plan.scope, i, node.name)
             if done is None:
@@ -93,8 +93,8 @@ def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], 
             reports.append(report)
             plan.resumed.append(node.name)
             progress.layer(report)
-        jobs = (_job(original, pruned if i else None, node, batches, plan, i == 0, node.name == last)
-                for i, node in enumerate(chosen) if i >= len(reports))
+    jobs = (_job(original, pruned if cascade and i else None, node, batches, plan, i == 0, node.name == last)
+            for i, node in enumerate(chosen) if i >= len(reports))
     for i, (job, outcome, seconds) in enumerate(backend.map(_solve, jobs, plan), start=len(reports)):
         node = chosen[i]
         U = outcome.U.to(job.weight)
@@ -121,10 +121,28 @@ def _restored(scope, index: int, name: str):
 def _job(original, pruned, node: LayerNode, batches, plan: Plan, first: bool, last: bool) -> LayerJob:
     hold = node.relu or plan.method.needs_rows
     stats = layer_stats(original, node.name, batches, relu=node.relu, hold=hold, plan=plan.rows, pruned=pruned)
+    check_magnitude(node.name, stats)
     module = original.get_submodule(node.name)
     return LayerJob(node.name, node.kind, node.relu, stats, get_U(module, node.name).to(stats.gram.device),
                     getattr(module, "bias", None) is not None, plan.mode, first, last,
                     tuple(module.weight.shape))
+
+
+def check_magnitude(name: str, stats) -> None:
+    """A one-line error when a layer's rows do not fit the solvers: every held row and the
+    root mean square of every input and target column (sqrt(G_jj / P), sqrt(t_m / P)) must be
+    finite in float32, the dtype the rows are solved in."""
+    rows = max(stats.rows, 1)
+    squares = torch.cat([stats.gram.diagonal(), stats.target_sq, torch.zeros(1, dtype=torch.float64,
+                                                                          device=stats.gram.device)])
+    finite = bool(torch.isfinite(squares).all() and torch.isfinite(stats.cross).all())
+    top = float(squares.max()) if finite else math.inf
+    if stats.held:
+        finite = finite and bool(torch.isfinite(stats.A).all() and torch.isfinite(stats.Y).all())
+    if not finite or math.sqrt(top / rows) >= torch.finfo(torch.float32).max:
+        raise NettrimError(f"layer '{name}': its calibration rows do not fit the solvers' float32 (values "
+                           f"beyond {torch.finfo(torch.float32).max:.3g}, or NaN): the calibration inputs are "
+                           "too large (or the model's activations overflow); scale the inputs down")
 
 
 def _solve(job: LayerJob, plan: Plan):
