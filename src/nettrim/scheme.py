@@ -77,34 +77,36 @@ def run_scheme(model: nn.Module, batches: Batches, plan: Plan) -> PruneResult:
 
 
 def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], batches, plan: Plan):
-    """Every chosen layer, in order: cascade one after the other here, parallel on the backend."""
+    """Every chosen layer, in order: cascade one after the other here, parallel on the backend.
+    With a run store the layers an earlier run of the same computation finished are restored
+    as saved and only the others solved (in a cascade these see the same inputs as then: the
+    layers before them are the saved bits or solved again to the same bits)."""
     progress = Progress(plan.progress, len(chosen), f"{plan.method.name} {plan.mode}")
     last = graph.layers[-1].name
     cascade = plan.mode == "cascade"
     backend = (plan.backend or LocalBackend()) if not cascade else LocalBackend()
-    reports = []
-    if plan.scope is not None:  # a resumed run: its finished layers as they were saved
+    reports: dict[int, LayerReport] = {}
+    if plan.scope is not None:  # a resumed run: every finished layer as it was saved
         for i, node in enumerate(chosen):
             done = _restored(plan.scope, i, node.name)
-            if done is None:
-                break
-            U, report = done
-            set_U(pruned.get_submodule(node.name), U, node.name)
-            reports.append(report)
-            plan.resumed.append(node.name)
-            progress.layer(report)
-    jobs = (_job(original, pruned if cascade and i else None, node, batches, plan, i == 0, node.name == last)
-            for i, node in enumerate(chosen) if i >= len(reports))
-    for i, (job, outcome, seconds) in enumerate(backend.map(_solve, jobs, plan), start=len(reports)):
+            if done is not None:
+                set_U(pruned.get_submodule(node.name), done[0], node.name)
+                reports[i] = done[1]
+                plan.resumed.append(node.name)
+                progress.layer(done[1])
+    todo = [i for i in range(len(chosen)) if i not in reports]
+    jobs = (_job(original, pruned if cascade and i else None, chosen[i], batches, plan, i == 0,
+                 chosen[i].name == last) for i in todo)
+    for i, (job, outcome, seconds) in zip(todo, backend.map(_solve, jobs, plan)):
         node = chosen[i]
         U = outcome.U.to(job.weight)
         set_U(pruned.get_submodule(node.name), U, node.name)
-        reports.append(layer_report(job, outcome, seconds))
+        reports[i] = layer_report(job, outcome, seconds)
         if plan.scope is not None:
-            plan.scope.save_layer(i, node.name, U, None, reports[-1].to_dict())
-        progress.layer(reports[-1])
+            plan.scope.save_layer(i, node.name, U, None, reports[i].to_dict())
+        progress.layer(reports[i])
     progress.close()
-    return reports
+    return [reports[i] for i in range(len(chosen))]
 
 
 def _restored(scope, index: int, name: str):
