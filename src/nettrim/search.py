@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .api import RunOptions, checked_batches, prune
-from .errors import require
+from .errors import NettrimError, require
 from .methods import Method, NetTrim, resolve_method
 from .models import predict
 from .options import Function, Integer, Options, Real, options
@@ -284,12 +284,25 @@ def _check_validation(model, validation, max_drop) -> None:
     x_val, y_val = validation
     require(isinstance(x_val, torch.Tensor) and isinstance(y_val, torch.Tensor),
             "validation inputs and labels must be tensors")
+    require("meta" not in (x_val.device.type, y_val.device.type),
+            "validation is on the meta device (no values): pass real tensors")
+    require(y_val.ndim == 1 and not y_val.is_floating_point() and not y_val.is_complex()
+            and y_val.dtype != torch.bool, "validation labels must be a 1-D tensor of class indices")
+    require(x_val.ndim >= 1, "validation inputs must be a tensor of samples, shape (n, ...)")
     require(len(y_val) > 0, "validation is empty: hold out some labelled inputs from the training data")
     require(len(x_val) == len(y_val), f"validation has {len(x_val)} inputs but {len(y_val)} labels: pass them in pairs")
-    require(not y_val.is_floating_point() and y_val.ndim == 1,
-            "validation labels must be a 1-D tensor of class indices")
     require(not x_val.is_floating_point() or bool(torch.isfinite(x_val).all()), "validation inputs contain NaN or Inf")
-    n_classes = predict(model, x_val[:2]).shape[1]
+    try:
+        logits = predict(model, x_val[:2])
+    except NettrimError:
+        raise
+    except Exception as exc:  # the model's own error: shapes, dtypes
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise NettrimError(f"validation inputs of shape {tuple(x_val.shape)} do not run through the model: "
+                           f"{type(exc).__name__}: {detail}") from None
+    require(logits.ndim == 2, f"the model gives outputs of shape {tuple(logits.shape)} on the validation "
+                              "inputs: shrink needs class scores (n, classes)")
+    n_classes = logits.shape[1]
     require(int(y_val.min()) >= 0 and int(y_val.max()) < n_classes,
             f"validation labels must lie in 0..{n_classes - 1} (the model's {n_classes} classes), "
             f"got {int(y_val.min())}..{int(y_val.max())}")
