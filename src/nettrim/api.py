@@ -114,6 +114,9 @@ def checked_batches(model, inputs, mode: str, batch_size: int) -> Batches:
     require(mode in MODES, f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if isinstance(inputs, torch.Tensor):
         require(inputs.ndim >= 1 and inputs.shape[0] > 0, "inputs must be a non-empty tensor of samples, shape (P, ...)")
+        require(inputs.ndim >= 2 or not inputs.is_floating_point(),
+                f"inputs of shape {tuple(inputs.shape)} have no feature axis: pass (P, features, ...) "
+                "(inputs[:, None] for one feature)")
         require(inputs.device.type != "meta", "inputs are on the meta device (no values): pass real tensors")
         require(not inputs.is_floating_point() or bool(torch.isfinite(inputs).all()), "inputs contain NaN or Inf")
     else:
