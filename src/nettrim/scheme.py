@@ -64,15 +64,16 @@ def run_scheme(model: nn.Module, batches: Batches, plan: Plan) -> PruneResult:
     """Prune a deep copy of ``model`` under ``plan`` (module docstring)."""
     start = time.perf_counter()
     graph = ModelGraph.build(model, batches.example)
-    original = fold_batchnorm(model, graph.bn_pairs) if graph.bn_pairs else model
-    if graph.bn_pairs:  # pruned on the folded layers; the BatchNorms come back at the end
+    folded = graph.bn_pairs  # (layer, BatchNorm) pairs of the caller's model
+    original = fold_batchnorm(model, folded) if folded else model
+    if folded:  # pruned on the folded layers; the BatchNorms come back at the end
         graph = ModelGraph.build(original, batches.example)
     pruned = copy.deepcopy(original).eval()
     chosen = [n for n in graph.layers if plan.layers is None or n.name in plan.layers]
     reports = _prune_layers(original, pruned, graph, chosen, batches, plan)
     report = _network_report(plan, graph, original, pruned, batches, reports, start)
-    if graph.bn_pairs:
-        pruned = restore_batchnorm(pruned, model, graph.bn_pairs)
+    if folded:
+        pruned = restore_batchnorm(pruned, model, folded)
     return PruneResult(pruned, report)
 
 

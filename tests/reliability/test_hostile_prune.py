@@ -152,6 +152,17 @@ def _columns(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) if t.ndim == 4 else t
 
 
+def _terms(linear: nn.Linear, bn: nn.BatchNorm1d, x: torch.Tensor) -> float:
+    """||sum of |terms|||_F of the folded layer BN(linear(x)) = W_f x + b_f: the scale of its
+    float32 rounding (W_f = diag(s) W, b_f = (b - mean) s + beta, s = gamma / sqrt(var + eps))."""
+    W = linear.weight
+    b = linear.bias if linear.bias is not None else torch.zeros(W.shape[0], dtype=W.dtype)
+    if not isinstance(bn, nn.BatchNorm1d):  # prune may leave an Identity in its place
+        return float((x.abs() @ W.abs().T + b.abs()).norm())
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return float((x.abs() @ (W * s[:, None]).abs().T + ((b - bn.running_mean) * s).abs() + bn.bias.abs()).norm())
+
+
 def _as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The calibration inputs as prune feeds them (the model's dtype), then in float64."""
     return x.to(next(model.parameters()).dtype).double()
@@ -180,7 +191,7 @@ def recheck(original: nn.Module, pruned: nn.Module, x: torch.Tensor, report, mod
                 continue
             assert r.relu == relu, f"layer {r.name}: relu {r.relu}, but the model says {relu}"
             layer, bn = q[start], q[stop - 1] if stop - start == 2 else None
-            bias = layer.bias if layer.bias is not None else (bn.bias if bn is not None else None)
+            bias = layer.bias if layer.bias is not None else getattr(bn, "bias", None)
             nnz = int((layer.weight != 0).sum()) + (0 if bias is None else int((bias != 0).sum()))
             if nnz != r.nnz_after:
                 bad.append(f"{r.name}: {nnz} non-zeros, the report says {r.nnz_after}")
@@ -198,6 +209,8 @@ def recheck(original: nn.Module, pruned: nn.Module, x: torch.Tensor, report, mod
             if cert.radii is None:
                 ball, side = ball.norm().reshape(1), side.norm().reshape(1)
             floor = FLOOR * float(Y.norm()) + 1e-12
+            if bn is not None:  # float32 folding of the BatchNorm (and back) rounds each term of the sum
+                floor += FLOOR * (_terms(o[start], o[start + 1], source) + _terms(layer, bn, source))
             holds = (ball <= eps * (1 + cert.tolerance) + floor) & (side <= cert.tolerance * eps + floor)
             done += 1
             if not bool(holds.all()):
@@ -207,9 +220,12 @@ def recheck(original: nn.Module, pruned: nn.Module, x: torch.Tensor, report, mod
 
 
 def check_result(entry, original, before, x, res, mode) -> None:
-    """The caller's model untouched; finite weights; every certified claim recomputed; the
-    network bound, when given, above the output error recomputed."""
+    """The caller's model untouched; the pruned one of the same architecture (BatchNorms put
+    back) with finite weights; every certified claim recomputed; the network bound, when
+    given, above the output error recomputed."""
     assert _same_state(_state(original), before), "prune modified the caller's model"
+    assert [type(m) for m in res.model.modules()] == [type(m) for m in original.modules()], "another architecture"
+    assert res.model.state_dict().keys() == original.state_dict().keys()
     for k, v in res.model.state_dict().items():
         assert not v.is_floating_point() or bool(torch.isfinite(v).all()), f"non-finite {k}"
     failed = recheck(original, res.model, x, res.report, mode)
