@@ -96,10 +96,16 @@ def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], 
                 plan.resumed.append(node.name)
                 progress.layer(done[1])
     todo = [i for i in range(len(chosen)) if i not in reports]
-    jobs = (_job(original, pruned if cascade and i else None, chosen[i], batches, plan, i == 0,
-                 chosen[i].name == last) for i in todo)
-    for i, (job, outcome, seconds) in zip(todo, backend.map(_solve, jobs, plan)):
-        node = chosen[i]
+    made = {}  # the jobs handed to the backend and not yet answered (kept here: only answers travel back)
+
+    def jobs():
+        for i in todo:
+            made[i] = _job(original, pruned if cascade and i else None, chosen[i], batches, plan, i == 0,
+                           chosen[i].name == last)
+            yield made[i]
+
+    for i, (outcome, seconds) in zip(todo, backend.map(_solve, jobs(), plan)):
+        node, job = chosen[i], made.pop(i)
         U = outcome.U.to(job.weight)
         set_U(pruned.get_submodule(node.name), U, node.name)
         reports[i] = layer_report(job, outcome, seconds)
@@ -149,13 +155,13 @@ def check_magnitude(name: str, stats) -> None:
 
 
 def _solve(job: LayerJob, plan: Plan):
-    """The method on one job (a map function): (job, outcome, seconds)."""
+    """The method on one job (a map function): (outcome, seconds)."""
     t0 = time.perf_counter()
     if plan.counts is None:
         outcome = plan.method.at_tolerance(job)
     else:
         outcome = plan.method.at_count(job, plan.counts[job.name])
-    return job, outcome, time.perf_counter() - t0
+    return outcome, time.perf_counter() - t0
 
 
 def certificate(job: LayerJob, outcome: LayerOutcome) -> Certificate | None:

@@ -209,6 +209,8 @@ def recheck(original: nn.Module, pruned: nn.Module, x: torch.Tensor, report, mod
             if cert.radii is None:
                 ball, side = ball.norm().reshape(1), side.norm().reshape(1)
             floor = FLOOR * float(Y.norm()) + 1e-12
+            if relu:  # prune forms V from float32 rows: its rounding scales with Z0, not with Y (0 for a dead layer)
+                floor += FLOOR * float(Z0.norm())
             if bn is not None:  # float32 folding of the BatchNorm (and back) rounds each term of the sum
                 floor += FLOOR * (_terms(o[start], o[start + 1], source) + _terms(layer, bn, source))
             holds = (ball <= eps * (1 + cert.tolerance) + floor) & (side <= cert.tolerance * eps + floor)
