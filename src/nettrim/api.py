@@ -97,6 +97,8 @@ def prune(model: nn.Module, inputs, method: Method | str = NetTrim(), *, mode: s
     refuse_unknown("prune", unknown, method)
     require(isinstance(run, RunOptions), f"run must be a nettrim.RunOptions, got {type(run).__name__}")
     batches = checked_batches(model, inputs, mode, run.batch_size)
+    require(counts is None or isinstance(counts, dict) and all(isinstance(k, str) for k in counts),
+            f"counts must be a dict of layer name -> count, got {str(counts)[:60]}")
     graph = ModelGraph.build(model, batches.example)
     layers = _chosen(graph, run.layers, method.layer_names() | set(counts or ()))
     units = unit_plan(model, batches, method, sparsity is not None or bool(counts))  # refused early; groups
@@ -145,17 +147,41 @@ def checked_batches(model, inputs, mode: str, batch_size: int) -> Batches:
     require(mode in MODES, f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if isinstance(inputs, torch.Tensor):
         require(inputs.ndim >= 1 and inputs.shape[0] > 0, "inputs must be a non-empty tensor of samples, shape (P, ...)")
+        require(inputs.ndim >= 2 or not inputs.is_floating_point(),
+                f"inputs of shape {tuple(inputs.shape)} have no feature axis: pass (P, features, ...) "
+                "(inputs[:, None] for one feature)")
         require(inputs.device.type != "meta", "inputs are on the meta device (no values): pass real tensors")
         require(not inputs.is_floating_point() or bool(torch.isfinite(inputs).all()), "inputs contain NaN or Inf")
     else:
         require(hasattr(inputs, "__iter__") and not isinstance(inputs, (str, bytes, dict)),
                 f"inputs must be a tensor or an iterable of tensor batches, got {type(inputs).__name__}")
+        _check_batches(inputs)
     for name, p in [*model.named_parameters(), *model.named_buffers()]:
         require(p.device.type != "meta", f"'{name}' of the model is on the meta device (no values): "
                                          "load its weights first")
     for name, p in model.named_parameters():
         require(not p.is_floating_point() or bool(torch.isfinite(p).all()), f"parameter '{name}' contains NaN or Inf")
     return Batches(inputs, batch_size, model)
+
+
+def _check_batches(inputs) -> None:
+    """Calibration batches given as an iterable: re-iterable (every layer reads them again),
+    not empty, each a non-empty tensor of samples shaped as the first, without NaN or Inf (one
+    pass)."""
+    require(iter(inputs) is not inputs, f"inputs must be re-iterable (a tensor, a list of tensors or a "
+                                        f"DataLoader), got a one-shot {type(inputs).__name__}")
+    first = None
+    for i, batch in enumerate(inputs):
+        require(isinstance(batch, torch.Tensor) and batch.ndim >= 1 and batch.shape[0] > 0,
+                f"inputs batch {i} must be a non-empty tensor of samples, shape (B, ...), got "
+                f"{type(batch).__name__ if not isinstance(batch, torch.Tensor) else tuple(batch.shape)}")
+        first = batch if first is None else first
+        require(batch.shape[1:] == first.shape[1:], f"inputs batch {i} has shape {tuple(batch.shape)} but batch 0 "
+                                                    f"{tuple(first.shape)}: every batch must have the same sample shape")
+        require(batch.device.type != "meta", "inputs are on the meta device (no values): pass real tensors")
+        require(not batch.is_floating_point() or bool(torch.isfinite(batch).all()),
+                f"inputs batch {i} contains NaN or Inf")
+    require(first is not None, "inputs are empty: pass calibration samples (a tensor or a list of batches)")
 
 
 def _chosen(graph: ModelGraph, layers, named: set[str]) -> list[str]:

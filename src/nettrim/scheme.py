@@ -12,6 +12,7 @@ back into the pruned copy and reports.
 from __future__ import annotations
 
 import copy
+import math
 import resource
 import sys
 import time
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import NettrimError
 from .pruners.backend import LocalBackend
 from .pruners.bounds import network_bound
 from .graph.adapters import get_U, set_U
@@ -54,7 +56,7 @@ class Plan:
     layers: tuple[str, ...] | None = None
     progress: bool = True
     backend: object = None
-    scope: object = None  # a nettrim.pruners.resume Scope keeping finished layers (cascade)
+    scope: object = None  # a nettrim.pruners.resume Scope keeping finished layers
     resumed: list = field(default_factory=list)
     groups: dict | None = None  # per layer name, the input unit of each input feature (units runs)
 
@@ -79,36 +81,42 @@ def run_scheme(model: nn.Module, batches: Batches, plan: Plan) -> PruneResult:
 
 
 def _prune_layers(original, pruned, graph: ModelGraph, chosen: list[LayerNode], batches, plan: Plan):
-    """Every chosen layer, in order: cascade one after the other here, parallel on the backend."""
+    """Every chosen layer, in order: cascade one after the other here, parallel on the backend.
+    With a run store the layers an earlier run of the same computation finished are restored
+    as saved and only the others solved (in a cascade these see the same inputs as then: the
+    layers before them are the saved bits or solved again to the same bits)."""
     progress = Progress(plan.progress, len(chosen), f"{plan.method.name} {plan.mode}")
     last = graph.layers[-1].name
     cascade = plan.mode == "cascade"
-    jobs = (layer_job(original, pruned if cascade and i else None, node, batches, plan, i == 0, node.name == last)
-            for i, node in enumerate(chosen))
     backend = (plan.backend or LocalBackend()) if not cascade else LocalBackend()
-    reports = []
-    if plan.scope is not None and cascade:  # a resumed cascade: finished layers as they were saved
+    reports: dict[int, LayerReport] = {}
+    if plan.scope is not None:  # a resumed run: every finished layer as it was saved
         for i, node in enumerate(chosen):
             done = _restored(plan.scope, i, node.name)
-            if done is None:
-                break
-            U, report = done
-            set_U(pruned.get_submodule(node.name), U, node.name)
-            reports.append(report)
-            plan.resumed.append(node.name)
-            progress.layer(report)
-        jobs = (layer_job(original, pruned if i else None, node, batches, plan, i == 0, node.name == last)
-                for i, node in enumerate(chosen) if i >= len(reports))
-    for i, (job, outcome, seconds) in enumerate(backend.map(_solve, jobs, plan), start=len(reports)):
-        node = chosen[i]
+            if done is not None:
+                set_U(pruned.get_submodule(node.name), done[0], node.name)
+                reports[i] = done[1]
+                plan.resumed.append(node.name)
+                progress.layer(done[1])
+    todo = [i for i in range(len(chosen)) if i not in reports]
+    made = {}  # the jobs handed to the backend and not yet answered (kept here: only answers travel back)
+
+    def jobs():
+        for i in todo:
+            made[i] = layer_job(original, pruned if cascade and i else None, chosen[i], batches, plan, i == 0,
+                           chosen[i].name == last)
+            yield made[i]
+
+    for i, (outcome, seconds) in zip(todo, backend.map(_solve, jobs(), plan)):
+        node, job = chosen[i], made.pop(i)
         U = outcome.U.to(job.weight)
         set_U(pruned.get_submodule(node.name), U, node.name)
-        reports.append(layer_report(job, outcome, seconds))
+        reports[i] = layer_report(job, outcome, seconds)
         if plan.scope is not None:
-            plan.scope.save_layer(i, node.name, U, None, reports[-1].to_dict())
-        progress.layer(reports[-1])
+            plan.scope.save_layer(i, node.name, U, None, reports[i].to_dict())
+        progress.layer(reports[i])
     progress.close()
-    return reports
+    return [reports[i] for i in range(len(chosen))]
 
 
 def _restored(scope, index: int, name: str):
@@ -127,20 +135,38 @@ def layer_job(original, pruned, node: LayerNode, batches, plan: Plan, first: boo
     ``pruned`` when given: the cascade), its original weights, the plan's groups for it."""
     hold = node.relu or plan.method.needs_rows
     stats = layer_stats(original, node.name, batches, relu=node.relu, hold=hold, plan=plan.rows, pruned=pruned)
+    check_magnitude(node.name, stats)
     module = original.get_submodule(node.name)
     return LayerJob(node.name, node.kind, node.relu, stats, get_U(module, node.name).to(stats.gram.device),
                     getattr(module, "bias", None) is not None, plan.mode, first, last,
                     tuple(module.weight.shape), (plan.groups or {}).get(node.name))
 
 
+def check_magnitude(name: str, stats) -> None:
+    """A one-line error when a layer's rows do not fit the solvers: every held row and the
+    root mean square of every input and target column (sqrt(G_jj / P), sqrt(t_m / P)) must be
+    finite in float32, the dtype the rows are solved in."""
+    rows = max(stats.rows, 1)
+    squares = torch.cat([stats.gram.diagonal(), stats.target_sq, torch.zeros(1, dtype=torch.float64,
+                                                                          device=stats.gram.device)])
+    finite = bool(torch.isfinite(squares).all() and torch.isfinite(stats.cross).all())
+    top = float(squares.max()) if finite else math.inf
+    if stats.held:
+        finite = finite and bool(torch.isfinite(stats.A).all() and torch.isfinite(stats.Y).all())
+    if not finite or math.sqrt(top / rows) >= torch.finfo(torch.float32).max:
+        raise NettrimError(f"layer '{name}': its calibration rows do not fit the solvers' float32 (values "
+                           f"beyond {torch.finfo(torch.float32).max:.3g}, or NaN): the calibration inputs are "
+                           "too large (or the model's activations overflow); scale the inputs down")
+
+
 def _solve(job: LayerJob, plan: Plan):
-    """The method on one job (a map function): (job, outcome, seconds)."""
+    """The method on one job (a map function): (outcome, seconds)."""
     t0 = time.perf_counter()
     if plan.counts is None:
         outcome = plan.method.at_tolerance(job)
     else:
         outcome = plan.method.at_count(job, plan.counts[job.name])
-    return job, outcome, time.perf_counter() - t0
+    return outcome, time.perf_counter() - t0
 
 
 def certificate(job: LayerJob, outcome: LayerOutcome) -> Certificate | None:

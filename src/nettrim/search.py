@@ -21,6 +21,13 @@ tolerance, whose first guess is good; 8 for a sparsity). The answer is the spars
 trial. When no trial passed, one more is aimed at half the budget, then one at the smallest
 knob; when the last misses the budget, the result is the original model with status
 ``budget_unreachable``.
+
+Resume. With ``RunOptions(store=...)`` every trial is a prune with its own scope in the store
+(its finished layers are kept and restored), and every finished trial is kept as a record of
+the search's scope (fingerprinted by the model, the calibration and validation data, the
+budget, the method, the mode and the options): an interrupted search started again takes its
+finished trials as they were (marked ``resumed``), follows the same path and ends with the
+same model, bit for bit; the chosen trial's model is rebuilt from its restored layers.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import torch
 from torch import nn
 
 from .api import RunOptions, checked_batches, prune
-from .errors import require
+from .errors import NettrimError, require
 from .methods import Method, NetTrim, resolve_method
 from .models import predict
 from .options import Function, Integer, Options, Real, options
@@ -68,10 +75,11 @@ class SearchOptions(Options):
         log=Function())
 
     def validate(self) -> None:
-        require(self.min_epsilon < self.max_epsilon,
-                f"SearchOptions.min_epsilon ({self.min_epsilon}) must be below max_epsilon ({self.max_epsilon})")
-        require(self.min_sparsity < self.max_sparsity,
-                f"SearchOptions.min_sparsity ({self.min_sparsity}) must be below max_sparsity ({self.max_sparsity})")
+        """A range may be one value (the knob held fixed), never upside down."""
+        require(self.min_epsilon <= self.max_epsilon,
+                f"SearchOptions.min_epsilon ({self.min_epsilon}) must not be above max_epsilon ({self.max_epsilon})")
+        require(self.min_sparsity <= self.max_sparsity,
+                f"SearchOptions.min_sparsity ({self.min_sparsity}) must not be above max_sparsity ({self.max_sparsity})")
 
 
 @dataclass
@@ -86,6 +94,7 @@ class Trial:
     within_budget: bool
     certified: bool  # every layer certified
     seconds: float
+    resumed: bool = False  # taken from the run store, finished by an earlier run
 
 
 @dataclass
@@ -143,26 +152,34 @@ def shrink(model: nn.Module, inputs, validation: tuple[torch.Tensor, torch.Tenso
     base = _correct(model, x_val, y_val, run.batch_size)
     allowed = math.floor(max_drop * len(y_val) + 1e-9)
     tolerance = not method.needs_target
+    scope = _search_scope(model, inputs, validation, max_drop, method, mode, search, run)
     trials: list[Trial] = []
     results: dict[float, object] = {}
 
-    def trial(knob: float) -> Trial:
-        t0 = time.perf_counter()
+    def pruned(knob: float):
         if tolerance:
-            res = prune(model, inputs, method.replace(epsilon=knob), mode=mode, run=run)
-        else:
-            res = prune(model, inputs, method, mode=mode, sparsity=knob, run=run)
-        correct = _correct(res.model, x_val, y_val, run.batch_size)
-        n = len(y_val)
-        t = Trial(knob=knob, kept=1 - res.report.sparsity, validation_accuracy=100 * correct / n,
-                  drop=100 * (base - correct) / n, within_budget=base - correct <= allowed,
-                  certified=not res.report.uncertified, seconds=time.perf_counter() - t0)
-        results[knob] = res
+            return prune(model, inputs, method.replace(epsilon=knob), mode=mode, run=run)
+        return prune(model, inputs, method, mode=mode, sparsity=knob, run=run)
+
+    def trial(knob: float) -> Trial:
+        from .pruners import resume
+
+        t = resume.load_trial(scope, len(trials), knob, Trial, key="knob")
+        if t is None:
+            t0 = time.perf_counter()
+            res = results[knob] = pruned(knob)
+            correct = _correct(res.model, x_val, y_val, run.batch_size)
+            n = len(y_val)
+            t = Trial(knob=knob, kept=1 - res.report.sparsity, validation_accuracy=100 * correct / n,
+                      drop=100 * (base - correct) / n, within_budget=base - correct <= allowed,
+                      certified=not res.report.uncertified, seconds=time.perf_counter() - t0)
+            resume.save_trial(scope, len(trials), t)
         trials.append(t)
         if search.log is not None:
             search.log(f"trial {len(trials)}: {'eps' if tolerance else 'sparsity'} {knob:.4g}, "
                        f"{100 * t.kept:.2f} % kept, validation {t.validation_accuracy:.2f} % "
-                       f"({-t.drop:+.2f}), {'within' if t.within_budget else 'over'} budget, {t.seconds:.1f} s")
+                       f"({-t.drop:+.2f}), {'within' if t.within_budget else 'over'} budget, {t.seconds:.1f} s"
+                       + (" (resumed)" if t.resumed else ""))
         return t
 
     if tolerance:
@@ -180,8 +197,25 @@ def shrink(model: nn.Module, inputs, validation: tuple[torch.Tensor, torch.Tenso
                   method=method.record())
     if not passing:
         return ShrinkResult(model, None, status=Status.BUDGET_UNREACHABLE, **common)
-    best = results[min(passing, key=lambda t: t.kept).knob]
+    chosen = min(passing, key=lambda t: t.kept).knob
+    best = results[chosen] if chosen in results else pruned(chosen)  # a resumed trial: its layers restored
     return ShrinkResult(best.model, best.report, status=Status.SOLVED, **common)
+
+
+def _search_scope(model, inputs, validation, max_drop, method: Method, mode: str, search: SearchOptions,
+                  run: RunOptions):
+    """The run store's scope of this search (None without a store): its fingerprint covers
+    what the trials depend on (the log, progress, backend and store left out)."""
+    if run.store is None:
+        return None
+    from .pruners import resume
+
+    require(isinstance(inputs, torch.Tensor), "a run store needs the calibration inputs as one tensor "
+                                              "(their hash keys the finished trials)")
+    options = {k: v for k, v in search.record().items() if k != "log"}
+    rows = {k: v for k, v in run.record().items() if k not in ("progress", "backend", "store")}
+    return resume.search_scope(run.store, model, inputs, validation[0], validation[1], float(max_drop),
+                               method.record(), mode, options, rows)
 
 
 def _search(run, k: float, max_trials: int, k_min: float, k_max: float, resolution: float,
@@ -250,12 +284,25 @@ def _check_validation(model, validation, max_drop) -> None:
     x_val, y_val = validation
     require(isinstance(x_val, torch.Tensor) and isinstance(y_val, torch.Tensor),
             "validation inputs and labels must be tensors")
+    require("meta" not in (x_val.device.type, y_val.device.type),
+            "validation is on the meta device (no values): pass real tensors")
+    require(y_val.ndim == 1 and not y_val.is_floating_point() and not y_val.is_complex()
+            and y_val.dtype != torch.bool, "validation labels must be a 1-D tensor of class indices")
+    require(x_val.ndim >= 1, "validation inputs must be a tensor of samples, shape (n, ...)")
     require(len(y_val) > 0, "validation is empty: hold out some labelled inputs from the training data")
     require(len(x_val) == len(y_val), f"validation has {len(x_val)} inputs but {len(y_val)} labels: pass them in pairs")
-    require(not y_val.is_floating_point() and y_val.ndim == 1,
-            "validation labels must be a 1-D tensor of class indices")
     require(not x_val.is_floating_point() or bool(torch.isfinite(x_val).all()), "validation inputs contain NaN or Inf")
-    n_classes = predict(model, x_val[:2]).shape[1]
+    try:
+        logits = predict(model, x_val[:2])
+    except NettrimError:
+        raise
+    except Exception as exc:  # the model's own error: shapes, dtypes
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise NettrimError(f"validation inputs of shape {tuple(x_val.shape)} do not run through the model: "
+                           f"{type(exc).__name__}: {detail}") from None
+    require(logits.ndim == 2, f"the model gives outputs of shape {tuple(logits.shape)} on the validation "
+                              "inputs: shrink needs class scores (n, classes)")
+    n_classes = logits.shape[1]
     require(int(y_val.min()) >= 0 and int(y_val.max()) < n_classes,
             f"validation labels must lie in 0..{n_classes - 1} (the model's {n_classes} classes), "
             f"got {int(y_val.min())}..{int(y_val.max())}")

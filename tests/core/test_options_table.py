@@ -6,9 +6,10 @@ import pytest
 from nettrim.api import RunOptions
 from nettrim.errors import NettrimError
 from nettrim.methods import METHODS
+from nettrim.search import SearchOptions
 from nettrim.solvers.admm import ADMMSettings
 
-OWNERS = [ADMMSettings, RunOptions, *METHODS.values()]
+OWNERS = [ADMMSettings, RunOptions, SearchOptions, *METHODS.values()]
 CASES = [(cls, field, value) for cls in OWNERS for field, check in cls.CHECKS.items()
          for value, _why in check.wrong]
 

@@ -1,4 +1,10 @@
-"""backend="ray" against backend="local": the same pruned weights and reports; bad input in one line."""
+"""backend="ray" against backend="local": the same pruned weights and reports, bit for bit
+(each task runs with the thread count of a local test run); bad input in one line.
+
+In a parallel run the layers are independent jobs mapped on the backend; a cascade solves its
+layers one after the other in this process. The per-neuron block split of
+``nettrim.pruners.backend`` (``solve_neuron_blocks`` over ``nettrim.layer.trim_layer``) maps
+blocks of output neurons the same way."""
 import os
 import subprocess
 import sys
@@ -9,12 +15,11 @@ import torch
 from torch import nn
 
 import nettrim
-from nettrim import NetTrim, NettrimError, prune
-from nettrim.layer import ADMMSettings
+from nettrim import NetTrim, NettrimError, RunOptions, SearchOptions, prune
+from nettrim.methods.base import LayerOutcome, Method
 from nettrim.models import build_model
-from nettrim.pruners import LayerOutcome, PruningMethod
-from nettrim.pruners.base import method_options
-from nettrim.pruners.backend import LocalBackend, RayBackend, make_backend, neuron_blocks
+from nettrim.options import options
+from nettrim.pruners.backend import LocalBackend, RayBackend, make_backend, neuron_blocks, solve_neuron_blocks
 
 try:  # the workers cannot import this module: its functions travel by value
     import ray.cloudpickle
@@ -23,14 +28,15 @@ try:  # the workers cannot import this module: its functions travel by value
 except ImportError:
     pass
 
-FAST = ADMMSettings(max_iterations=400)
+FAST = nettrim.ADMMSettings(max_iterations=400)
+QUIET = RunOptions(progress=False)
 
 
-def wide_net() -> tuple[nn.Module, torch.Tensor]:
-    """Two hidden layers of 260 units: two blocks of output neurons each."""
+def small_net() -> tuple[nn.Module, torch.Tensor]:
+    """Three layers (two ReLU programs and the linear program of the logits)."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(30, 260), nn.ReLU(), nn.Linear(260, 260), nn.ReLU(), nn.Linear(260, 10))
-    return net, torch.randn(300, 30)
+    net = nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 10))
+    return net, torch.randn(200, 20)
 
 
 def assert_same(a, b) -> None:
@@ -40,20 +46,13 @@ def assert_same(a, b) -> None:
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
     for ra, rb in zip(a.report.layers, b.report.layers, strict=True):
-        assert (ra.name, ra.nnz_after, ra.certified, ra.status, ra.epsilon, ra.discrepancy) == \
-               (rb.name, rb.nnz_after, rb.certified, rb.status, rb.epsilon, rb.discrepancy)
+        assert (ra.name, ra.nnz_after, ra.certified, ra.status, ra.discrepancy, ra.response_error) == \
+               (rb.name, rb.nnz_after, rb.certified, rb.status, rb.discrepancy, rb.response_error)
+        assert (ra.certificate is None) == (rb.certificate is None)
+        if ra.certificate is not None:
+            assert ra.certificate.epsilon == rb.certificate.epsilon
+            assert ra.certificate.measured == rb.certificate.measured
     assert a.report.bound == b.report.bound
-
-
-def test_blocks_cover_the_neurons_and_stay_large():
-    assert neuron_blocks(10, 785) == [(0, 10)]
-    assert neuron_blocks(100, 300) == [(0, 100)]
-    assert neuron_blocks(300, 785) == [(0, 150), (150, 300)]
-    assert neuron_blocks(512, 4608) == [(0, 512)]  # a block at least N / 8 wide
-    assert neuron_blocks(4096, 4096) == [(i * 512, (i + 1) * 512) for i in range(8)]
-    blocks = neuron_blocks(5000, 100)
-    assert len(blocks) == 16 and blocks[-1][1] == 5000
-    assert all(b[0] == a[1] for a, b in zip(blocks, blocks[1:]))
 
 
 class Counting(LocalBackend):
@@ -67,38 +66,66 @@ class Counting(LocalBackend):
         return super().map(fn, items, shared)
 
 
-@pytest.mark.parametrize("mode, calls", [
-    ("parallel", [("solve_job", 3), ("_solve_block", 2), ("_solve_block", 2)]),
-    ("cascade", [("_solve_block", 2), ("_solve_block", 2)]),
-])
+@pytest.mark.parametrize("mode, calls", [("parallel", [("_solve", 3)]), ("cascade", [])])
 def test_what_is_mapped(mode, calls):
-    """parallel: the three layers, and the two blocks of each 260-unit layer; cascade: the blocks."""
-    net, X = wide_net()
+    """parallel: the three layers as one map on the backend; cascade: none (one after the other here)."""
+    net, X = small_net()
     Counting.calls = []
-    prune(net, X, method=NetTrim(per_neuron=True, settings=FAST), mode=mode, progress=False,
-          backend=Counting())
+    prune(net, X, NetTrim(per_neuron=True, settings=FAST), mode=mode, run=QUIET.replace(backend=Counting()))
     assert Counting.calls == calls
 
 
-@pytest.mark.parametrize("mode", ["parallel", "cascade"])
-def test_per_neuron_ray_equals_local(ray_session, mode):
-    """parallel: the layers are tasks, each layer's neuron blocks tasks of their own; cascade:
-    the layers one after the other, their neuron blocks tasks."""
-    net, X = wide_net()
+def test_per_neuron_layers_as_ray_tasks_equal_local(ray_session):
+    net, X = small_net()
     method = NetTrim(per_neuron=True, settings=FAST)
-    local = prune(net, X, method=method, mode=mode, progress=False)
-    ray_ = prune(net, X, method=method, mode=mode, progress=False, backend="ray")
-    assert_same(local, ray_)
-    assert all(r.certified for r in ray_.report.layers)
+    local = prune(net, X, method, mode="parallel", run=QUIET)
+    remote = prune(net, X, method, mode="parallel", run=QUIET.replace(backend="ray"))
+    assert_same(local, remote)
+    assert all(r.certified for r in remote.report.layers)
+
+
+def test_blocks_cover_the_neurons_and_stay_large():
+    assert neuron_blocks(10, 785) == [(0, 10)]
+    assert neuron_blocks(100, 300) == [(0, 100)]
+    assert neuron_blocks(300, 785) == [(0, 150), (150, 300)]
+    assert neuron_blocks(512, 4608) == [(0, 512)]  # a block at least N / 8 wide
+    assert neuron_blocks(4096, 4096) == [(i * 512, (i + 1) * 512) for i in range(8)]
+    blocks = neuron_blocks(5000, 100)
+    assert len(blocks) == 16 and blocks[-1][1] == 5000
+    assert all(b[0] == a[1] for a, b in zip(blocks, blocks[1:]))
+
+
+def _wide_layer():
+    """One 260-neuron ReLU layer's inputs and targets (two blocks of 130 neurons)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 30, generator=g)
+    Y = torch.relu(X @ torch.randn(30, 260, generator=g) / 5 + 0.1)
+    return X, Y
+
+
+def test_neuron_blocks_on_ray_equal_local(ray_session):
+    """solve_neuron_blocks: the same blocks (a function of the shape alone) on either backend,
+    the same weights bit for bit; every block within its radii."""
+    from nettrim.layer import ADMMSettings
+
+    X, Y = _wide_layer()
+    kw = dict(relu=True, settings=ADMMSettings(max_iterations=400))
+    Counting.calls = []
+    local = solve_neuron_blocks(Counting(), X, Y, 0.2 * float(Y.norm()), **kw)
+    remote = solve_neuron_blocks(RayBackend(), X, Y, 0.2 * float(Y.norm()), **kw)
+    assert Counting.calls == [("_solve_block", 2)]
+    assert torch.equal(local.weight, remote.weight) and torch.equal(local.bias, remote.bias)
+    assert local.within and remote.within and local.weight.shape == (260, 30)
+    assert (local.per_neuron_discrepancy == remote.per_neuron_discrepancy).all()
 
 
 def test_parallel_layers_as_tasks_on_mlp_60_60(ray_session):
     torch.manual_seed(1)
     net = build_model("mlp-60-60")
-    X = torch.rand(200, 1, 28, 28)
+    X = torch.rand(100, 1, 28, 28)
     method = NetTrim(epsilon=0.2, settings=FAST)
-    assert_same(prune(net, X, method=method, mode="parallel", progress=False),
-                prune(net, X, method=method, mode="parallel", progress=False, backend="ray"))
+    assert_same(prune(net, X, method, mode="parallel", run=QUIET),
+                prune(net, X, method, mode="parallel", run=QUIET.replace(backend=RayBackend())))
 
 
 def _refuse(item, shared):
@@ -134,48 +161,53 @@ def test_a_killed_worker_is_one_line(ray_session):
     assert "\n" not in str(err.value)
 
 
-@method_options
-class KillsItsWorker(PruningMethod):
-    """A method whose layer method kills the process it runs in on layer "2" and keeps the
-    other layers as they are."""
+@options
+class KillsItsWorker(Method):
+    """A method that kills the process it runs in on layer "2" and keeps the other layers as
+    they are."""
 
     name: ClassVar[str] = "kills-its-worker"
     needs_target: ClassVar[bool] = False
+    CHECKS: ClassVar = {}
 
-    def layer_method(self, mode, target):
-        return _kill_on_layer_2
-
-
-def _kill_on_layer_2(job):
-    if job.spec.name == "2":
-        os._exit(1)
-    return LayerOutcome(job.weight, job.bias)
+    def at_tolerance(self, job):
+        if job.name == "2":
+            os._exit(1)
+        return LayerOutcome(job.weight)
 
 
 def test_a_worker_killed_mid_prune_is_one_line_and_returns_nothing(ray_session):
-    net, X = wide_net()
+    net, X = small_net()
     with pytest.raises(NettrimError, match=r"^a Ray task was lost \(.*\); nothing was written: run again$"):
-        prune(net, X, method=KillsItsWorker(), mode="parallel", progress=False,
-              backend=RayBackend(max_retries=0))
+        prune(net, X, KillsItsWorker(), mode="parallel", run=QUIET.replace(backend=RayBackend(max_retries=0)))
 
 
 def test_a_lost_task_is_retried(ray_session, tmp_path):
     assert list(RayBackend(max_retries=1).map(_kill_once, [str(tmp_path / "killed")], None)) == [7]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(backend="dask"), "unknown backend 'dask'; choose one of local, ray"),
-    (dict(backend="local", address="127.0.0.1:6379"), "address names a Ray cluster: it needs backend='ray'"),
-    (dict(backend="ray", address="127.0.0.1:1"), "cannot reach the Ray cluster at '127.0.0.1:1'"),
-    (dict(backend="ray", address="nowhere"), "address must be 'host:port'"),
+@pytest.mark.parametrize("backend, match", [
+    ("dask", "RunOptions.backend must be one of 'local', 'ray'"),
+    (3, "RunOptions.backend must be"),
+    (lambda: RayBackend(address="127.0.0.1:1"), "cannot reach the Ray cluster at '127.0.0.1:1'"),
+    (lambda: RayBackend(address="nowhere"), "address must be 'host:port'"),
+    (lambda: RayBackend(max_retries=-1), "max_retries must be an integer >= 0"),
+    (lambda: RayBackend(threads=0), "threads must be an integer >= 1"),
 ])
-def test_bad_backend_input_is_one_line(kwargs, match):
-    if kwargs["backend"] == "ray":
+def test_bad_backend_input_is_one_line(backend, match):
+    if callable(backend):
         pytest.importorskip("ray")
-    net, X = wide_net()
+    net, X = small_net()
     with pytest.raises(NettrimError, match=match) as err:
-        prune(net, X, progress=False, **kwargs)
+        prune(net, X, run=QUIET.replace(backend=backend() if callable(backend) else backend))
     assert "\n" not in str(err.value)
+
+
+def test_make_backend_names_a_bad_choice_in_one_line():
+    with pytest.raises(NettrimError, match="unknown backend 'dask'; choose one of local, ray"):
+        make_backend("dask")
+    with pytest.raises(NettrimError, match="address names a Ray cluster: it needs backend='ray'"):
+        make_backend("local", "127.0.0.1:6379")
 
 
 def test_ray_not_installed_is_one_line(monkeypatch):
@@ -189,7 +221,7 @@ def test_nettrim_imports_and_prunes_without_ray():
     code = ("import sys; sys.modules['ray'] = None\n"
             "import torch, nettrim\n"
             "net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
-            "res = nettrim.prune(net, torch.randn(50, 5), mode='parallel', progress=False)\n"
+            "res = nettrim.prune(net, torch.randn(50, 5), mode='parallel', run=nettrim.RunOptions(progress=False))\n"
             "assert sys.modules['ray'] is None and len(res.report.layers) == 2\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
@@ -252,13 +284,14 @@ def test_each_task_runs_with_its_cpu_share(ray_session):
         RayBackend(threads=3).map(_threads, [0], None)
 
 
-@pytest.mark.parametrize("method", ["threshold", "lobs", "nettrim"])
+@pytest.mark.parametrize("method", ["threshold", "lobs", "sparsegpt", NetTrim(settings=FAST, max_solves=2)],
+                         ids=["threshold", "lobs", "sparsegpt", "nettrim"])
 def test_every_method_at_a_sparsity_runs_its_layers_as_tasks(ray_session, method):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
     X = torch.randn(200, 20)
-    run = lambda **kw: prune(net, X, method=method, sparsity=0.5, mode="parallel", progress=False, **kw)
-    assert_same(run(), run(backend="ray"))
+    run = lambda backend: prune(net, X, method, sparsity=0.5, mode="parallel", run=QUIET.replace(backend=backend))
+    assert_same(run("local"), run("ray"))
 
 
 def test_shrink_with_ray_finds_the_local_answer(ray_session):
@@ -266,8 +299,9 @@ def test_shrink_with_ray_finds_the_local_answer(ray_session):
     net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
     X, xv = torch.randn(200, 20), torch.randn(300, 20)
     val = (xv, net(xv).argmax(1))
-    run = lambda backend: nettrim.shrink(net, X, val, 0.05, NetTrim(settings=FAST), "parallel",
-                                         max_trials=2, progress=False, backend=backend)
+    run = lambda backend: nettrim.shrink(net, X, val, 0.05, NetTrim(settings=FAST), mode="parallel",
+                                         search=SearchOptions(max_trials=2), run=QUIET.replace(backend=backend))
     local, remote = run("local"), run(RayBackend())
-    assert [t.epsilon for t in local.search] == [t.epsilon for t in remote.search]
+    assert [t.knob for t in local.search] == [t.knob for t in remote.search]
+    assert [t.validation_accuracy for t in local.search] == [t.validation_accuracy for t in remote.search]
     assert_same(local, remote)

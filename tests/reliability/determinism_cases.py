@@ -1,5 +1,6 @@
-"""The runs the determinism tests repeat: every method in both modes (and Net-Trim at a count,
-on a conv net, and a shrink search), on fixed small networks and inputs. ``run_all()`` returns
+"""The runs the determinism tests repeat: every method in both modes (and Net-Trim at a count
+with either support, on a conv net, a Net-Trim shrink search and a sparsity search), on fixed
+small networks and inputs. ``run_all()`` returns
 every pruned state dict (flattened to ``case/key``) and every report without its timings.
 
 Run as a script (``python determinism_cases.py OUT THREADS``) it writes both to OUT.safetensors
@@ -14,14 +15,16 @@ import torch
 from torch import nn
 
 import nettrim
-from nettrim import ADMMSettings, NetTrim
+from nettrim import ADMMSettings, NetTrim, RunOptions, SearchOptions
 
 SETTINGS = ADMMSettings(max_iterations=600)
+QUIET = RunOptions(progress=False)
 
 
 def timeless(obj):
+    """A report without what a run measures of the machine: its timings and peak memory."""
     if isinstance(obj, dict):
-        return {k: timeless(v) for k, v in obj.items() if "seconds" not in k}
+        return {k: timeless(v) for k, v in obj.items() if "seconds" not in k and k != "peak_memory_mb"}
     if isinstance(obj, (list, tuple)):
         return [timeless(v) for v in obj]
     return obj
@@ -40,10 +43,14 @@ def _conv():
 CASES = {  # name: (method factory, prune keywords)
     "nettrim": (lambda: NetTrim(settings=SETTINGS), {}),
     "nettrim-paper": (lambda: NetTrim.paper(settings=SETTINGS), {}),
-    "nettrim-count": (lambda: NetTrim(settings=SETTINGS, max_solves=4), {"sparsity": 0.7}),
+    "nettrim-obs": (lambda: NetTrim(support="obs"), {}),
+    "nettrim-count": (lambda: NetTrim(settings=ADMMSettings(max_iterations=200), max_solves=2), {"sparsity": 0.7}),
+    "nettrim-obs-count": (lambda: NetTrim(support="obs"), {"sparsity": 0.7}),
     "threshold": (lambda: "threshold", {"sparsity": 0.7}),
     "lobs": (lambda: "lobs", {"sparsity": 0.7}),
     "dc": (lambda: nettrim.DC(outer=2, stages=2), {"sparsity": 0.7}),
+    "sparsegpt": (lambda: "sparsegpt", {"sparsity": 0.7}),
+    "wanda-owl": (lambda: nettrim.Wanda(allocation="owl"), {"sparsity": 0.7}),
 }
 
 
@@ -60,18 +67,20 @@ def run_all() -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
 
     for mode in ("cascade", "parallel"):
         for name, (make, kw) in CASES.items():
-            res = nettrim.prune(_mlp(), x, method=make(), mode=mode, progress=False, **kw)
+            res = nettrim.prune(_mlp(), x, make(), mode=mode, run=QUIET, **kw)
             keep(f"{name}-{mode}", res.model, res.report.to_dict())
-        res = nettrim.prune(_conv(), images, method=NetTrim(settings=SETTINGS), mode=mode,
-                            capture={"max_rows": 500}, progress=False)
+        res = nettrim.prune(_conv(), images, NetTrim(settings=SETTINGS), mode=mode,
+                            run=QUIET.replace(max_rows=100))
         keep(f"conv-nettrim-{mode}", res.model, res.report.to_dict())
     net = _mlp()
     xv = torch.randn(300, 20, generator=g)
     yv = net(xv).argmax(1)
     yv[:30] = (yv[:30] + 1) % 5
-    res = nettrim.shrink(net, x, (xv, yv), 0.02, NetTrim(settings=SETTINGS, reweight=0), max_trials=3,
-                         progress=False)
+    res = nettrim.shrink(net, x, (xv, yv), 0.02, NetTrim(settings=SETTINGS, reweight=0),
+                         search=SearchOptions(max_trials=3), run=QUIET)
     keep("shrink", res.model, res.to_dict())
+    res = nettrim.shrink(net, x, (xv, yv), 0.02, "sparsegpt", search=SearchOptions(max_trials=3), run=QUIET)
+    keep("shrink-sparsity", res.model, res.to_dict())
     return tensors, reports
 
 

@@ -48,14 +48,19 @@ def test_twice_in_one_process_and_across_processes_bit_identical(tmp_path):
 
 
 def _wide_layer(threads: int) -> torch.Tensor:
-    """One MNIST-sized layer (784 inputs, 1,000 samples) trimmed with ``threads`` threads."""
-    from nettrim import ADMMSettings, trim_layer
+    """One MNIST-sized ReLU layer (784 inputs, 1,000 samples) pruned with ``threads`` threads."""
+    import nettrim
+    from torch import nn
 
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
+    layer = nn.Sequential(nn.Linear(784, 30), nn.ReLU())
+    with torch.no_grad():
+        layer[0].weight.copy_(torch.randn(30, 784, generator=g) / 28)
+        layer[0].bias.zero_()
     X = torch.randn(1000, 784, generator=g)
-    Y = torch.relu(X @ (torch.randn(784, 30, generator=g) / 28))
-    return trim_layer(X, Y, 0.1 * float(Y.norm()), settings=ADMMSettings(max_iterations=600)).weight
+    method = nettrim.NetTrim(epsilon=0.1, settings=nettrim.ADMMSettings(max_iterations=600))
+    return nettrim.prune(layer, X, method, run=nettrim.RunOptions(progress=False)).model[0].weight
 
 
 def _primitives(threads: int) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
-"""Resumable runs: a real ``nettrim prune`` killed with SIGKILL after its first layer is kept
-finishes, when started again with the same arguments, with a model bit-identical to an
-uninterrupted run and a report naming the resumed layers; interrupted at every piece, prune
-(both modes), shrink and compare resume to the same bits; another run's directory is refused
-in one line unless --restart; damaged pieces are solved again."""
+"""Resumable runs: a real ``nettrim prune`` that kills itself with SIGKILL right after its
+first layer reached the disk finishes, when started again with the same arguments, with a
+model bit-identical to an uninterrupted run and a report naming the resumed layer;
+interrupted at every piece, prune (both modes), shrink and compare resume to the same bits;
+another run's directory is refused in one line unless --restart; damaged pieces are solved
+again."""
 import contextlib
 import io
 import json
@@ -10,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import nettrim
+from nettrim import RunOptions, SearchOptions
 from nettrim.cli.main import main
 from nettrim.errors import NettrimError
 from nettrim.models import build_model
@@ -31,7 +32,7 @@ def _timeless(obj):
     """A report without its timings and its resume bookkeeping (what must match bit for bit)."""
     if isinstance(obj, dict):
         return {k: _timeless(v) for k, v in obj.items()
-                if "seconds" not in k and k not in ("resumed", "resumed_cells", "peak_memory_mb", "outputs")}
+                if "seconds" not in k and k not in ("resumed", "resumed_cells", "peak_memory_mb", "outputs", "store")}
     if isinstance(obj, list):
         return [_timeless(v) for v in obj]
     return obj
@@ -58,8 +59,25 @@ def checkpoint(mlp_checkpoint):
 
 
 def _cli(ckpt: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "nettrim.cli.main", "--no-progress", "prune", str(ckpt),
-            "--samples", "200", "--validation-size", "500", "--out", str(out)]
+    return ["--no-progress", "prune", str(ckpt), "--samples", "200", "--validation-size", "500",
+            "--out", str(out)]
+
+
+# the child process: the CLI, with the run store's save_layer made to SIGKILL the process
+# right after its N-th layer file is on the disk (the kill lands at that point every time)
+KILL_AFTER = """
+import os, signal, sys
+from nettrim.pruners import resume
+after, saved, save = int(sys.argv[1]), [0], resume.Scope.save_layer
+def save_then_die(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    saved[0] += 1
+    if saved[0] == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+resume.Scope.save_layer = save_then_die
+from nettrim.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def _env():
@@ -72,24 +90,16 @@ def test_sigkill_after_the_first_layer_then_resume_is_bit_identical(checkpoint, 
     ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
     # the uninterrupted run in this process (one thread, as the subprocesses): the same command
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(_cli(checkpoint, ref_dir)[3:]) == 0
-    proc = subprocess.Popen(_cli(checkpoint, run_dir), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    first = None
-    deadline = time.monotonic() + 600
-    while first is None and time.monotonic() < deadline and proc.poll() is None:
-        found = sorted((run_dir / RUN_DIR).glob("prune-*/layer-000.safetensors"))
-        first = found[0] if found else None
-        time.sleep(0.005)
-    assert first is not None, "the first layer's file never appeared"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    pieces = sorted(p.name for p in first.parent.glob("layer-*.safetensors"))
-    assert 1 <= len(pieces) < 3, f"the kill came too late to test a resume: {pieces}"
+        assert main(_cli(checkpoint, ref_dir)) == 0
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER, "1", *_cli(checkpoint, run_dir)], env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    pieces = sorted(p.name for p in (run_dir / RUN_DIR).glob("prune-*/layer-*.safetensors"))
+    assert pieces == ["layer-000.safetensors"], pieces
     assert not list(run_dir.glob("*.pt")) and not list(run_dir.glob("*.json")), "outputs before the end"
 
-    again = subprocess.run(_cli(checkpoint, run_dir), env=_env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run([sys.executable, "-m", "nettrim.cli.main", *_cli(checkpoint, run_dir)], env=_env(),
+                           capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "resumed" in again.stdout
     stem = "mlp-nettrim-cascade"
@@ -104,7 +114,8 @@ def test_sigkill_after_the_first_layer_then_resume_is_bit_identical(checkpoint, 
         _diff(_timeless(ra["report"]), _timeless(rb["report"]))
     assert not (run_dir / RUN_DIR).exists(), "the run directory outlived the finished run"
     RECORDS["resume_kill"] = {
-        "command": "nettrim prune mlp-60-60 (MNIST, 200 calibration images, cascade, default NetTrim), one thread",
+        "command": "nettrim prune mlp-60-60 (MNIST, 200 calibration images, cascade, default NetTrim), one thread, "
+                   "SIGKILL right after the first layer's file",
         "layers": len(layers), "layers_finished_before_sigkill": len(pieces),
         "resumed_layers": rb["report"]["resumed"],
         "tensors_compared": len(a["state_dict"]),
@@ -140,6 +151,9 @@ def kill_after(pieces: int):
         resume.Scope.save_layer, resume.Scope.save_record = save_layer, save_record
 
 
+QUIET = RunOptions(progress=False)
+
+
 def _net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
@@ -154,14 +168,14 @@ def _pieces(root: Path) -> int:
 def test_prune_interrupted_after_each_layer_resumes_to_the_same_bits(tmp_path, mode):
     net, x = _net(), torch.randn(80, 12, generator=torch.Generator().manual_seed(1))
     method = nettrim.NetTrim(reweight=1)
-    ref = nettrim.prune(net, x, method=method, mode=mode, progress=False)
+    ref = nettrim.prune(net, x, method, mode=mode, run=QUIET)
     for k in (1, 2):
         root = tmp_path / f"run-{k}"
         with kill_after(k), pytest.raises(Killed), RunStore(root) as killed:  # released as a kill would
-            nettrim.prune(net, x, method=method, mode=mode, progress=False, store=killed.open({"k": 1}))
+            nettrim.prune(net, x, method, mode=mode, run=QUIET.replace(store=killed.open({"k": 1})))
         assert _pieces(root) == k
         store = RunStore(root).open({"k": 1})
-        res = nettrim.prune(net, x, method=method, mode=mode, progress=False, store=store)
+        res = nettrim.prune(net, x, method, mode=mode, run=QUIET.replace(store=store))
         store.finish()
         assert res.report.resumed == [r.name for r in ref.report.layers[:k]]
         assert _same_bits(ref.model.state_dict(), res.model.state_dict())
@@ -174,27 +188,29 @@ def test_shrink_interrupted_at_every_piece_resumes_to_the_same_bits(tmp_path):
     x, xv = torch.randn(80, 12, generator=g), torch.randn(200, 12, generator=g)
     yv = net(xv).argmax(1)
     yv[:20] = (yv[:20] + 1) % 4  # the original is not perfect on it
-    kw = dict(method=nettrim.NetTrim(reweight=0, refit=False, solve_rows=None), max_trials=3, progress=False)
-    ref = nettrim.shrink(net, x, (xv, yv), 0.02, **kw)
+    kw = dict(method=nettrim.NetTrim(reweight=0, refit=False), search=SearchOptions(max_trials=3))
+    ref = nettrim.shrink(net, x, (xv, yv), 0.02, **kw, run=QUIET)
     root = tmp_path / "full"
     store = RunStore(root).open({})
-    nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=store)
+    nettrim.shrink(net, x, (xv, yv), 0.02, **kw, run=QUIET.replace(store=store))
     total = _pieces(root)
     store.finish()
     trials = len(ref.search)
     assert trials >= 2 and total == 4 * trials  # per trial: three layers and its record
     results = {}
-    for k in sorted({1, 4, 5, 9, total - 1} & set(range(1, total))):
+    for k in sorted({1, 4, 5, 9, total - 1, total} & set(range(1, total + 1))):  # total: killed before it returned
         root = tmp_path / f"run-{k}"
         with kill_after(k), pytest.raises(Killed), RunStore(root) as killed:
-            nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=killed.open({}))
+            nettrim.shrink(net, x, (xv, yv), 0.02, **kw, run=QUIET.replace(store=killed.open({})))
         store = RunStore(root).open({})
-        res = nettrim.shrink(net, x, (xv, yv), 0.02, **kw, store=store)
+        res = nettrim.shrink(net, x, (xv, yv), 0.02, **kw, run=QUIET.replace(store=store))
         store.finish()
         assert _same_bits(ref.model.state_dict(), res.model.state_dict()), f"differs after {k} pieces"
         assert _timeless([t.__dict__ for t in ref.search]) == _timeless([t.__dict__ for t in res.search])
         results[k] = sum(t.resumed for t in res.search)
         assert results[k] == k // 4  # every trial finished before the kill was taken, not rerun
+        if k == total:  # every trial resumed: the chosen model rebuilt from its saved layers
+            assert res.chosen.resumed and res.report.resumed == [r.name for r in ref.report.layers]
     RECORDS["resume_shrink"] = {"pieces": total, "interrupted_after": sorted(results),
                                 "trials_resumed": [results[k] for k in sorted(results)],
                                 "all_bit_identical": True}
@@ -240,15 +256,15 @@ def test_another_runs_directory_is_refused_in_one_line_unless_restart(checkpoint
 
 def test_a_damaged_or_half_written_piece_is_solved_again(tmp_path):
     net, x = _net(), torch.randn(60, 12, generator=torch.Generator().manual_seed(2))
-    ref = nettrim.prune(net, x, progress=False)
+    ref = nettrim.prune(net, x, run=QUIET)
     root = tmp_path / "run"
     with kill_after(2), pytest.raises(Killed), RunStore(root) as killed:
-        nettrim.prune(net, x, progress=False, store=killed.open({}))
+        nettrim.prune(net, x, run=QUIET.replace(store=killed.open({})))
     first, second = sorted(root.rglob("layer-*.safetensors"))
     first.write_bytes(first.read_bytes()[:-7])  # damaged: its sha256 no longer matches
     (second.parent / ".layer-002.safetensors.x.tmp").write_bytes(b"half")  # a write cut short
     store = RunStore(root).open({})
-    res = nettrim.prune(net, x, progress=False, store=store)
+    res = nettrim.prune(net, x, run=QUIET.replace(store=store))
     store.finish()
     assert res.report.resumed == ["2"]  # layer "0" solved again, "2" taken, "4" solved
     assert _same_bits(ref.model.state_dict(), res.model.state_dict())

@@ -457,11 +457,12 @@ def search_scope(store: RunStore | None, *parts) -> Scope | None:
     return store.scope("shrink", digest(*parts))
 
 
-def load_trial(scope: Scope | None, index: int, epsilon: float, cls):
-    """Trial ``index`` of the search if an earlier run finished it at this eps (marked
-    ``resumed``), else None."""
+def load_trial(scope: Scope | None, index: int, epsilon: float, cls, *, key: str = "epsilon"):
+    """Trial ``index`` of the search if an earlier run finished it at this value of its knob
+    (the record's field ``key``: "epsilon", or "knob" for ``nettrim.search``), marked
+    ``resumed``; else None."""
     rec = None if scope is None else scope.record(f"trial-{index:03d}")
-    if rec is None or rec.get("epsilon") != epsilon:
+    if rec is None or rec.get(key) != epsilon:
         return None
     try:
         return cls(**{**rec, "resumed": True})

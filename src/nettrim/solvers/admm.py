@@ -170,7 +170,7 @@ def _rows(problem: LayerProblem, live: torch.Tensor, dt):
     rest = (t - QtY.square().sum(0)).clamp_min(0)
     rest = rest if c.per_neuron else rest.sum().reshape(1)
     radius2 = c.eps.double().to(rest.device).square() - rest
-    if not bool((radius2 > 0).all()):
+    if not bool((radius2 >= 0).all()):  # eps^2 = rest: the ball touches the range of A (eps = 0 for Y = 0)
         return None
     mask = torch.ones(R.shape[0], QtY.shape[1], dtype=torch.bool, device=R.device)
     return R.to(dt), QtY.to(dt), torch.zeros_like(QtY, dtype=dt), mask, radius2.sqrt().to(dt)
