@@ -11,7 +11,7 @@ of the non-zeros would cost under other codings (bits per state-dict entry).
 
 The committed benchmarks/results/export_sizes.json predates the current core: its pruned
 models were thresholded by the earlier ``nettrim.prune`` (``nettrim.pruners``); a run of this
-script prunes with the current ``nettrim.prune`` (the same magnitude rule, the same counts).
+script prunes with the current ``nettrim.prune``.
 
 Writes benchmarks/results/export_sizes.json and the generated tables of docs/export.md. Run:
 `.venv/bin/python benchmarks/export_sizes.py`
