@@ -117,7 +117,8 @@ def full_training_set() -> dict:
                 validation_2000=evaluate(small.model, xv, yv), kept_2000=1 - small.report.sparsity,
                 kept=1 - res.report.sparsity,
                 layers=[dict(name=r.name, status=str(r.status), certified=r.certified,
-                             iterations=(r.solver or {}).get("iterations"), seconds=r.seconds) for r in res.report.layers])
+                             iterations=(r.solver or {}).get("iterations"), seconds=r.seconds)
+                        for r in res.report.layers])
 
 
 def main() -> None:
