@@ -18,6 +18,11 @@ loaded). Timings: wall seconds and CPU seconds (all threads) of the prune, 2 tor
 on a 2-core machine that other jobs shared (the wall time is an upper bound; the CPU time is
 the steadier figure).
 
+The committed benchmarks/results/any_model.json predates the current core: its rows were
+made with the earlier ``nettrim.prune`` and ``nettrim.shrink`` (``nettrim.pruners``); a run
+of this script measures the current ones (``nettrim.api``, ``nettrim.search``) and, since
+rows of the two cores do not mix, resumes only from a result file this core wrote.
+
 Writes benchmarks/results/any_model.json. Run:
 `.venv/bin/python benchmarks/any_model.py [--nets resnet20,vit-tiny] [--seeds 0,1,2]`
 """
@@ -31,13 +36,13 @@ from pathlib import Path
 
 import torch
 
-from common import child_result, machine, run, start_child
-from nettrim import NetTrim, NettrimError, prune, shrink
+from common import CORE, child_result, earlier, machine, run, start_child
+from nettrim import NetTrim, NettrimError, RunOptions, prune, shrink
 from nettrim.data import subset, validation_split
 from nettrim.experiments import zoo
 from nettrim.models import evaluate, finetune
-from nettrim.pruners.network import peak_memory_mb
 from nettrim.report import write_json_atomic
+from nettrim.scheme import peak_memory_mb
 
 OUT = Path(__file__).parent / "results" / "any_model.json"
 NETS = {
@@ -51,6 +56,7 @@ MAX_DROP = 0.005
 FINETUNE_LR = 1e-4
 SOURCES = tuple(f"nettrim eps {e:g}" for e in EPSILONS) + ("shrink 0.5 points",)
 RIVALS = ("threshold", "lobs")
+QUIET = RunOptions(progress=False)
 
 
 def network(net: str, seed: int):
@@ -71,15 +77,15 @@ def prune_row(net: str, seed: int, method: str, source: str, counts: dict | None
     base, cpu0 = peak_memory_mb(), time.process_time()  # CPU time, all threads
     t0 = time.perf_counter()
     if method == "shrink":
-        found = shrink(model, xs, val, MAX_DROP, progress=False)
+        found = shrink(model, xs, val, MAX_DROP, NetTrim(), run=QUIET)
         if found.report is None:  # no trial within the budget: nothing pruned to compare at
             raise NettrimError(f"{net} seed {seed}: shrink found no model within the budget")
         pruned, report, extra = found.model, found.report, dict(
-            status=str(found.status), epsilon=None if found.chosen is None else found.chosen.epsilon,
-            trials=[dict(epsilon=t.epsilon, kept=t.kept, drop=t.drop) for t in found.search])
+            status=str(found.status), epsilon=None if found.chosen is None else found.chosen.knob,
+            trials=[dict(epsilon=t.knob, kept=t.kept, drop=t.drop) for t in found.search])
     else:
-        res = prune(model, xs, method=NetTrim(epsilon=float(source.split()[-1]))
-                    if method == "nettrim" else method, counts=counts, progress=False)
+        res = prune(model, xs, NetTrim(epsilon=float(source.split()[-1])) if method == "nettrim" else method,
+                    counts=counts, run=QUIET)
         pruned, report, extra = res.model, res.report, {}
     seconds, cpu, peak = time.perf_counter() - t0, time.process_time() - cpu0, peak_memory_mb()
     row = dict(net=net, seed=seed, method=method, source=source, seconds=seconds, cpu_seconds=cpu,
@@ -129,7 +135,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown network {', '.join(unknown)}; known: {', '.join(NETS)}")
     torch.set_num_threads(2)
-    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    rows = earlier(args.out).get("rows", [])
     done = {(r["net"], r["seed"], r["method"], r["source"]): r for r in rows}
     for net in nets:
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -140,7 +146,7 @@ def main() -> None:
                       f"{100 * r['kept']:6.2f} %  test {r['test']:.2f} (dense {r['dense_test']:.2f}), "
                       f"finetuned {r['finetuned_test']:.2f}  {r['seconds']:.0f} s  "
                       f"{r['peak_memory_mb']:.0f} MB", flush=True)
-                write_json_atomic(args.out, {"machine": machine(), "nets": NETS,
+                write_json_atomic(args.out, {"machine": machine(), "core": CORE, "nets": NETS,
                                              "validation": VALIDATION, "samples": SAMPLES,
                                              "max_drop": MAX_DROP, "finetune_lr": FINETUNE_LR,
                                              "method": NetTrim().record(), "rows": rows})

@@ -1,5 +1,6 @@
-"""What every benchmark script shares: the machine it ran on, a one-line exit on bad input, and
-one measurement per fresh process (so that its peak resident memory, ru_maxrss, is its own)."""
+"""What every benchmark script shares: the machine it ran on, a one-line exit on bad input, the
+core a result file was made with, and one measurement per fresh process (so that its peak
+resident memory, ru_maxrss, is its own)."""
 from __future__ import annotations
 
 import json
@@ -7,17 +8,32 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from nettrim import NettrimError
 
+# the prune/shrink a result file's rows come from, recorded under "core"; a file without it
+# was made by the earlier ``nettrim.pruners`` prune and shrink
+CORE = "nettrim.api"
+
 
 def machine() -> dict:
     """The processor, thread count and torch version, for the JSON a benchmark writes."""
     return {"machine": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def earlier(path: Path) -> dict:
+    """The result file at ``path`` when this core wrote it (a run resumes from, or keeps the
+    parts of, that file); {} when there is none or its rows came from the earlier core, so
+    that rows of two cores never mix in one table."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if data.get("core") == CORE else {}
 
 
 def run(main: Callable[[], None]) -> None:

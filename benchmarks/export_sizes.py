@@ -9,6 +9,10 @@ ratios, the exactness of the sparse round trip (``torch.equal`` on every state-d
 the ONNX export's largest difference from PyTorch on 256 test images, and what the positions
 of the non-zeros would cost under other codings (bits per state-dict entry).
 
+The committed benchmarks/results/export_sizes.json predates the current core: its pruned
+models were thresholded by the earlier ``nettrim.prune`` (``nettrim.pruners``); a run of this
+script prunes with the current ``nettrim.prune``.
+
 Writes benchmarks/results/export_sizes.json and the generated tables of docs/export.md. Run:
 `.venv/bin/python benchmarks/export_sizes.py`
 """
@@ -24,7 +28,7 @@ import torch
 
 import tables
 from common import machine, run
-from nettrim import prune
+from nettrim import RunOptions, prune
 from nettrim.data import load_dataset
 from nettrim.export import codec, export, load
 from nettrim.models import (build_model, count_nonzero, evaluate, finetune, load_checkpoint,
@@ -57,7 +61,7 @@ def pruned(model, data, sparsity: float, cache: Path, arch: str, epochs: int) ->
     if path.is_file():
         return load_checkpoint(path)[0]
     x, y = data
-    model = prune(model, x[:1000], method="threshold", sparsity=sparsity, progress=False).model
+    model = prune(model, x[:1000], "threshold", sparsity=sparsity, run=RunOptions(progress=False)).model
     finetune(model, x, y, epochs=1, lr=1e-3, seed=0, progress=False)
     save_checkpoint(path, model, arch, {}, {"dataset": "mnist", "pruned": "threshold",
                                             "sparsity": sparsity, "finetune_epochs": 1})

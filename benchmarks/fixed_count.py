@@ -9,9 +9,15 @@ LeNet-300-100 (MNIST) and a 784-100-100-10 MLP (MNIST) trained with seeds 0, 1, 
 training images. Test accuracy is reported (nothing is chosen here).
 
 Two crossed rows separate the support from the values: "lobs support, refit values" keeps
-L-OBS's non-zeros and refits their values as Net-Trim does (``nettrim.layer.refit``);
-"nettrim support, obs values" keeps Net-Trim's non-zeros and sets their values as L-OBS does
-(the damped least squares of the layer's pre-activations, ``lobs.refit_rows``).
+L-OBS's non-zeros and refits their values as Net-Trim does (``nettrim.solvers.refit``, on
+``NetTrim()``'s program of the layer); "nettrim support, obs values" keeps Net-Trim's
+non-zeros and sets their values as L-OBS does (the damped least squares of the layer's
+pre-activations, ``nettrim.solvers.lobs.refit_rows``).
+
+The committed benchmarks/results/fixed_count.json predates the current core: its rows were
+made with the earlier ``nettrim.prune`` (``nettrim.pruners``, with that core's Net-Trim at a
+count and L-OBS); a run of this script measures the current ``nettrim.prune`` and resumes
+only from a result file this core wrote.
 
 Writes benchmarks/results/fixed_count.json. Run:
 `.venv/bin/python benchmarks/fixed_count.py [--nets lenet-300-100,mlp-100-100] [--seeds 0,1,2]`
@@ -19,24 +25,25 @@ Writes benchmarks/results/fixed_count.json. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from common import machine, run
-from nettrim import LOBS, NetTrim, prune
-from nettrim.pruners import LayerOutcome, PruningMethod, lobs, nettrim_count
-from nettrim.pruners.base import slack
+from common import CORE, earlier, machine, run
+from nettrim import LOBS, NetTrim, RunOptions, prune
 from nettrim.data import subset, validation_split
 from nettrim.experiments import zoo
+from nettrim.methods import LayerJob, LayerOutcome, Method
 from nettrim.models import evaluate
+from nettrim.options import OneOf, options
 from nettrim.report import write_json_atomic
+from nettrim.solvers.lobs import inverse_spd, layer_hessian, refit_rows
+from nettrim.solvers.refit import refit
+from nettrim.status import Status
 
 OUT = Path(__file__).parent / "results" / "fixed_count.json"
 NETS = {
@@ -47,33 +54,43 @@ SPARSITIES = (0.9, 0.95)
 
 
 
-@dataclass(frozen=True)
-class Crossed(PruningMethod):
-    """One method's support with the other's values (benchmark only, see the module doc)."""
+@options
+class Crossed(Method):
+    """One method's support with the other's values (benchmark only, see the module doc):
+    ``support="lobs"``: L-OBS's non-zeros, values refit on ``NetTrim()``'s program of the
+    layer (its V, the hinge objective); ``support="nettrim"``: ``NetTrim()``'s non-zeros,
+    values w = argmin (w - w0)^T H (w - w0) on them, H = A^T A / P + damp mean(diag) I."""
 
     support: str = "lobs"
     name: ClassVar[str] = "crossed"
+    CHECKS: ClassVar = dict(support=OneOf("lobs", "nettrim"))
 
-    def layer_method(self, mode, target):
-        inner = (LOBS() if self.support == "lobs" else NetTrim()).layer_method(mode, target)
-        return lambda job: self._values(job, inner(job))
-
-    def _values(self, job, out: LayerOutcome) -> LayerOutcome:
+    def at_count(self, job: LayerJob, keep: int) -> LayerOutcome:
         if self.support == "lobs":
-            V = slack(job.Z, NetTrim().layer_method("cascade", None).slack_margin(job))
-            w, b = nettrim_count._refit(job, out.weight, out.bias, V)
+            U = refit_values(job, LOBS().at_count(job, keep).U)
         else:
-            W, H, _ = lobs._setup(job.weight, job.bias, job.X, 1e-2, True)
-            kept = torch.cat([out.weight, out.bias[:, None]], 1) if out.bias is not None else out.weight
-            w, b = lobs._split(lobs.refit_rows(W, H, lobs.inverse_spd(H), kept == 0, 64),
-                               job.weight, job.bias)
-        return LayerOutcome(w, b)
+            U = obs_values(job, NetTrim().at_count(job, keep).U)
+        return LayerOutcome(U, Status.FITTED, info={"support": self.support})
+
+
+def refit_values(job: LayerJob, U: torch.Tensor) -> torch.Tensor:
+    """U's support with the values Net-Trim's refit gives on ``NetTrim()``'s program of the layer."""
+    rule = NetTrim()
+    return refit(job.problem(rule.constraint(job), rule.theta(job)), U)
+
+
+def obs_values(job: LayerJob, U: torch.Tensor, damp: float = 1e-2) -> torch.Tensor:
+    """U's support with L-OBS's values: per neuron w = argmin (w - w0)^T H (w - w0) with the
+    pruned entries 0, H = A^T A / P + damp mean(diag) I, w0 the original weights."""
+    H = layer_hessian(job.stats.gram.double(), job.stats.rows, damp)
+    W = job.weight.T.double().contiguous()
+    return refit_rows(W, H, inverse_spd(H), (U == 0).T.contiguous(), 64).T.to(job.weight).contiguous()
 
 
 METHODS = {"nettrim": NetTrim, "lobs": lambda: "lobs", "lobs one-shot": lambda: LOBS(greedy=False),
            "threshold": lambda: "threshold",
-           "lobs support, refit values": lambda: Crossed("lobs"),
-           "nettrim support, obs values": lambda: Crossed("nettrim")}
+           "lobs support, refit values": lambda: Crossed(support="lobs"),
+           "nettrim support, obs values": lambda: Crossed(support="nettrim")}
 
 
 def row(net: str, seed: int, sparsity: float, name: str) -> dict:
@@ -82,7 +99,7 @@ def row(net: str, seed: int, sparsity: float, name: str) -> dict:
     keep, _ = validation_split(len(data.x_train), 5000)
     xs, _ = subset(data.x_train[keep], data.y_train[keep], 2000, seed=seed)
     t0 = time.perf_counter()
-    res = prune(model, xs, method=METHODS[name](), sparsity=sparsity, progress=False)
+    res = prune(model, xs, METHODS[name](), sparsity=sparsity, run=RunOptions(progress=False))
     return dict(net=net, seed=seed, sparsity=sparsity, method=name,
                 layer_status=[str(r.status) for r in res.report.layers],
                 seconds=time.perf_counter() - t0, achieved=res.report.sparsity,
@@ -108,7 +125,7 @@ def main() -> None:
         raise SystemExit(f"error: unknown method {', '.join(sorted(set(methods) - set(METHODS)))}; "
                          f"known: {', '.join(METHODS)}")
     torch.set_num_threads(2)
-    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    rows = earlier(args.out).get("rows", [])
     done = {(r["net"], r["seed"], r["sparsity"], r["method"]) for r in rows}
     for net in nets:
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -120,7 +137,7 @@ def main() -> None:
                     r = rows[-1]
                     print(f"{net} seed {seed} {sparsity:.2f} {name:<10} test {r['test']:.2f} "
                           f"(dense {r['dense_test']:.2f}) {r['seconds']:.1f} s", flush=True)
-                    write_json_atomic(args.out, {"machine": machine(), "nets": NETS,
+                    write_json_atomic(args.out, {"machine": machine(), "core": CORE, "nets": NETS,
                                                  "method": NetTrim().record(), "rows": rows})
     print(table({"rows": rows}))
 

@@ -3,21 +3,29 @@
 1. ``lenet5``: the LeNet-5 of ``budget.py`` (MNIST, 8 epochs, training seed 0, the 5,000
    validation images held out) pruned with ``NetTrim()`` in cascade on all 55,000 other
    training images, each prune in a subprocess of its own (ru_maxrss only grows within a
-   process; the three side by side): unbounded, ``max_memory="1GiB"`` and ``"64MiB"``. Per
-   run: seconds, peak resident memory (ru_maxrss) and the peak before the prune (model and
-   data loaded), each layer's rows kept of its rows, weights kept, certified layers,
-   validation and test accuracy.
+   process; the three side by side): unbounded, ``max_memory="1GiB"`` and ``"64MiB"``
+   (``RunOptions``). Per run: seconds, peak resident memory (ru_maxrss) and the peak before
+   the prune (model and data loaded), each layer's rows kept of its rows, weights kept,
+   certified layers, validation and test accuracy.
 2. ``fc6``: the pieces of one Net-Trim solve of a 25,088 x 4,096 ReLU layer (VGG-16's fc6),
    timed at that shape on this machine with random inputs (the solver's cost does not depend
    on the values): the Gram matrix A^T A (float64) on 400 rows, the Cholesky inverse of the
    (N+1) x (N+1) system (timed at N/2 = 12,544: the full one needs ~25 GB, more than this
    machine gives a benchmark; scaled by N^3), and one ADMM iteration of a 512-neuron block
    (the products G^T R1, Kinv R2, A W3 in float32 for a 128-neuron block, G on 400 rows;
-   scaled by rows and width). One real ``trim_layer`` run (``NetTrim()``'s settings, one ball
-   per neuron) on a reduced layer of the same kind, 3,136 inputs x 64 neurons on 1,000 rows
-   (fc6's solves' ratio of rows to inputs; ReLU targets of a random layer on random ReLU
-   inputs), gives the iteration count and checks the per-iteration model. The
-   estimate for 50,000 rows on n nodes of 2 cores and 24 GiB combines them (``estimate``).
+   scaled by rows and width). One real layer solve (``NetTrim(per_neuron=True).at_tolerance``
+   on the layer's job: ``NetTrim()``'s settings, one ball per neuron) on a reduced layer of
+   the same kind, 3,136 inputs x 64 neurons on 6,250 rows (fc6's ratio of rows to inputs,
+   50,000 / 25,089: a ReLU program iterates on every row it holds; ReLU targets of a random
+   layer on random ReLU inputs), gives the iteration count and checks the per-iteration
+   model. The estimate for 50,000 rows on n nodes of 2 cores and 24 GiB combines them
+   (``estimate``).
+
+The committed benchmarks/results/memory.json predates the current core: it was made with the
+earlier ``nettrim.prune`` (``nettrim.pruners``) and its layer solver
+``nettrim.layer.trim_layer``, whose ADMM solves used at most 8,000 rows (``solve_rows``;
+hence its reduced run on 1,000 rows and S = 8,000 in its estimate) and whose Ray backend split
+fc6 into blocks of at least N / 8 neurons. A run of this script measures the current core.
 
 Writes benchmarks/results/memory.json (each part its own key). Run:
 `.venv/bin/python benchmarks/memory.py [--part lenet5|fc6|all]`
@@ -33,16 +41,17 @@ from pathlib import Path
 
 import torch
 
-from common import child_result, machine, run, start_child
-from nettrim.pruners.network import peak_memory_mb
+from common import CORE, child_result, earlier, machine, run, start_child
 from nettrim.report import write_json_atomic
+from nettrim.scheme import peak_memory_mb
+from nettrim.stream import bytes_per_row, row_limit
 
 OUT = Path(__file__).parent / "results" / "memory.json"
 NET = dict(arch="lenet5", dataset="mnist", epochs=8, dropout=0.0)
 VALIDATION = 5000
 BUDGETS = (None, "1GiB", "64MiB")
 FC6 = dict(n_inputs=25088, n_outputs=4096, rows=50000, node_cores=2, node_gib=24)
-SOLVE_ROWS = 8000  # NetTrim().solve_rows: the ADMM solves' rows; the refit uses all of them
+SOLVE_ROWS = FC6["rows"]  # the rows a ReLU program's ADMM solves iterate on: all it holds
 SOLVES = 3  # NetTrim(): one l1 solve and 2 reweighted ones, each forms its own Gram and inverse
 NODES = (1, 4, 16, 64)
 
@@ -50,7 +59,7 @@ NODES = (1, 4, 16, 64)
 # -- part 1: LeNet-5 on 55,000 images ------------------------------------------------------------
 def lenet5_child(budget: str | None) -> dict:
     """One prune of LeNet-5 on the 55,000 images in this process (``--child``)."""
-    from nettrim import NetTrim, prune
+    from nettrim import NetTrim, RunOptions, prune
     from nettrim.data import validation_split
     from nettrim.experiments import zoo
     from nettrim.models import evaluate
@@ -61,19 +70,29 @@ def lenet5_child(budget: str | None) -> dict:
     xs = data.x_train[keep].contiguous()
     before = peak_memory_mb()
     t0 = time.perf_counter()
-    res = prune(model, xs, method=NetTrim(), mode="cascade", max_memory=budget, progress=True)
+    options = RunOptions(max_memory=budget, progress=True)
+    res = prune(model, xs, NetTrim(), mode="cascade", run=options)
     seconds = time.perf_counter() - t0
     rep = res.report
     return dict(max_memory=budget, samples=int(len(xs)), seconds=seconds, load_average=os.getloadavg(),
                 peak_memory_mb=rep.peak_memory_mb, peak_before_prune_mb=before,
                 kept=1 - rep.sparsity, certified=sum(r.certified for r in rep.layers),
-                layers=[dict(name=r.name, kind=r.kind, rows_kept=r.info["rows_kept"],
-                             rows_total=r.info["rows_total"], rows_limit=r.info.get("rows_limit"),
-                             certified=r.certified, kept=r.kept_fraction) for r in rep.layers],
+                layers=[dict(name=r.name, kind=r.kind, rows_kept=r.rows, rows_total=r.rows_total,
+                             rows_limit=rows_limit(options, r), certified=r.certified, kept=r.kept_fraction)
+                        for r in rep.layers],
                 dense_validation=evaluate(model, data.x_train[val], data.y_train[val]),
                 validation=evaluate(res.model, data.x_train[val], data.y_train[val]),
                 dense_test=evaluate(model, data.x_test, data.y_test),
                 test=evaluate(res.model, data.x_test, data.y_test))
+
+
+def rows_limit(run, layer) -> int | None:
+    """The most rows ``run.max_memory`` lets the layer's program hold (a ReLU layer's; a
+    linear program streams every row): ``nettrim.stream.row_limit`` at its N' and M."""
+    if not layer.relu:
+        return None
+    n_in = math.prod(layer.shape[1:]) + int(layer.total > math.prod(layer.shape))  # the bias row
+    return row_limit(run.row_plan(), n_in, layer.shape[0])
 
 
 def lenet5() -> dict:
@@ -121,26 +140,28 @@ def fc6_pieces(rows: int = 400, block: int = 128) -> dict:
                 iteration_seconds=iteration, iteration_rows=rows, iteration_block=block, iteration_n=n)
 
 
-def reduced_run(n_inputs: int = 3136, n_outputs: int = 64, rows: int = 1000) -> dict:
-    """A real ``trim_layer`` (NetTrim()'s settings, one ball per neuron) on a random ReLU layer:
-    fc6 / 8 inputs, rows / inputs as fc6's solves have (8,000 / 25,089)."""
+def reduced_run(n_inputs: int = 3136, n_outputs: int = 64, rows: int = 6250) -> dict:
+    """A real layer solve (``NetTrim(per_neuron=True).at_tolerance``: ``NetTrim()``'s settings,
+    one ball per neuron) on a random ReLU layer: fc6 / 8 inputs, rows / inputs as fc6 has
+    (50,000 / 25,089)."""
     from nettrim import NetTrim
-    from nettrim.layer import trim_layer
+    from nettrim.methods import LayerJob
+    from nettrim.program.stats import stats_of_rows
+    from nettrim.scheme import certificate
 
     g = torch.Generator().manual_seed(0)
     X = torch.relu(torch.randn(rows, n_inputs, generator=g))
     W = torch.randn(n_outputs, n_inputs, generator=g) / math.sqrt(n_inputs)
     Y = torch.relu(X @ W.T)  # V = the pre-activation: NetTrim()'s margin 1
-    m = NetTrim()
-    steps = []
+    job = LayerJob("fc6/8", "linear", True, stats_of_rows(X, Y, bias=False), W.T.contiguous(), False,
+                   "parallel", True, False, (n_outputs, n_inputs))
     t0 = time.perf_counter()
-    res = trim_layer(X, Y, m.epsilon * float(Y.norm()), V=X @ W.T, relu=True, per_neuron=True, bias=False,
-                     settings=m.settings, reweight=m.reweight, refit=m.refit, solve_rows=m.solve_rows,
-                     progress=lambda it, done, total: steps.append(it))
+    out = NetTrim(per_neuron=True).at_tolerance(job)
     seconds = time.perf_counter() - t0
     return dict(n_inputs=n_inputs, n_outputs=n_outputs, rows=rows, seconds=seconds,
-                iterations=int(res.iterations), certified=bool(res.within),
-                kept=float((res.weight != 0).float().mean()), solver_seconds=res.seconds)
+                solver="Net-Trim layer solve", iterations=int(out.solver.iterations),
+                certified=bool(certificate(job, out).holds), kept=float((out.U != 0).float().mean()),
+                solver_seconds=out.solver.seconds)
 
 
 def estimate(pieces: dict, reduced: dict) -> dict:
@@ -154,10 +175,10 @@ def estimate(pieces: dict, reduced: dict) -> dict:
     reduced run's iterations per solve (its slowest neuron: every neuron is counted in every
     iteration, an upper bound, since converged neurons are frozen). Blocks run side by side,
     one a node: ceil(k / n) rounds of a block's time plus Ray's per-task overhead. k = 1 is
-    what ``neuron_blocks`` gives fc6 today (blocks of at least N / 8 = 3,136 neurons);
-    k = min(n, 16) what a lower floor would give. Not counted: the capture, the refit and
-    the certificate on all P rows (the reduced run's measured / predicted ratio shows
-    how much the model leaves out at its size)."""
+    what the current core does (a layer is one task); k = min(n, 16) what splitting a
+    layer's neurons into blocks over the nodes would give. Not counted: the capture, the
+    refit and the certificate (the reduced run's measured / predicted ratio shows how much
+    the model leaves out at its size)."""
     n, M = FC6["n_inputs"] + 1, FC6["n_outputs"]
     S, s = SOLVE_ROWS, pieces["iteration_rows"]
     gram = pieces["gram_seconds"] * S / pieces["gram_rows"]
@@ -180,7 +201,7 @@ def estimate(pieces: dict, reduced: dict) -> dict:
             rounds = math.ceil(blocks / nodes)
             table.append(dict(nodes=nodes, blocks=blocks, block_neurons=w,
                               hours=rounds * (block_seconds(n, S, w) + overhead) / 3600))
-    per_row = 16 * FC6["n_inputs"] + 33 * M + 12  # nettrim.capture.memory.bytes_per_row
+    per_row = bytes_per_row(n, M)
     return dict(solve_rows=S, solves=SOLVES, gram_seconds=gram, inverse_seconds=inverse,
                 seconds_per_mac=per_mac, iterations_per_solve=iterations,
                 ray_task_overhead_seconds=overhead,
@@ -191,12 +212,13 @@ def estimate(pieces: dict, reduced: dict) -> dict:
 
 def ray_overhead() -> float:
     """An upper bound on Ray's per-task overhead from distributed.json: the Ray run's seconds
-    minus the one-thread local run's divided by the CPUs (a perfect split), per task (3
-    layers and 2 blocks: 5 tasks). Uneven tasks count as overhead too, hence a bound."""
+    minus the one-thread local run's divided by the CPUs (a perfect split), per task (its
+    ``ray_tasks``; the committed file's earlier core ran 3 layers and 2 blocks: 5 tasks).
+    Uneven tasks count as overhead too, hence a bound."""
     d = json.loads((OUT.parent / "distributed.json").read_text())
     sec = {r["run"]: r["seconds"] for r in d["runs"]}
     ideal = sec["local, 1 thread"] / d["ray_cpus"]
-    return max(0.0, (sec["ray, 2 workers x 1 thread"] - ideal) / 5)
+    return max(0.0, (sec["ray, 2 workers x 1 thread"] - ideal) / d.get("ray_tasks", 5))
 
 
 def fc6() -> dict:
@@ -204,7 +226,7 @@ def fc6() -> dict:
     torch.set_num_threads(FC6["node_cores"])
     pieces = fc6_pieces()
     print(f"  {pieces}", flush=True)
-    print("fc6: a real trim_layer on 3,136 x 64, 1,000 rows ...", flush=True)
+    print("fc6: a real layer solve on 3,136 x 64, 6,250 rows ...", flush=True)
     reduced = reduced_run()
     print(f"  {reduced}", flush=True)
     return dict(layer=FC6, pieces=pieces, reduced=reduced, peak_memory_mb=peak_memory_mb(), load_average=os.getloadavg(),
@@ -240,7 +262,7 @@ def fc6_table(data: dict) -> str:
             f"| Cholesky inverse, {p['inverse_n']:,} x {p['inverse_n']:,} (float64) | {p['inverse_seconds']:.1f} |",
             f"| one ADMM iteration, {p['iteration_block']} neurons, {p['iteration_rows']} rows x "
             f"{p['iteration_n']:,} (float32) | {p['iteration_seconds']:.2f} |",
-            f"| real trim_layer, {r['n_inputs']:,} x {r['n_outputs']} on {r['rows']:,} rows: "
+            f"| real {r.get('solver', 'trim_layer')}, {r['n_inputs']:,} x {r['n_outputs']} on {r['rows']:,} rows: "
             f"{r['iterations']} iterations, {'certified' if r['certified'] else 'not certified'}, "
             f"{100 * r['kept']:.1f} % kept | {r['seconds']:.1f} (model: {e['reduced_predicted_seconds']:.1f}) |",
             f"| Ray's overhead per task, at most (distributed.json) | {e['ray_task_overhead_seconds']:.2f} |",
@@ -261,13 +283,14 @@ def main() -> None:
     ap.add_argument("--part", default="all", choices=["lenet5", "fc6", "all"])
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=OUT, help=f"result file (default {OUT}); parts it "
-                                                          "already holds and this run does not make are kept")
+                                                          "already holds from this core and this run "
+                                                          "does not make are kept")
     args = ap.parse_args()
     if args.child is not None:
         print(json.dumps(lenet5_child(None if args.child == "none" else args.child)))
         return
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    data["machine"] = machine()
+    data = earlier(args.out)  # parts of this core that this run does not make are kept
+    data.update(machine=machine(), core=CORE)
     if args.part in ("lenet5", "all"):
         data["lenet5"] = lenet5()
         write_json_atomic(args.out, data)

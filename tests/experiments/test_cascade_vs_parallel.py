@@ -59,9 +59,10 @@ def test_timing_and_files(quick):
 
 def test_parallel_jobs_match_the_scheme():
     """The jobs the 2-process pool measurement solves are the parallel scheme's layer programs:
-    solved in-process they give the layers' non-zero counts of ``prune(mode="parallel")``."""
-    from nettrim import NetTrim, prune
+    solved in-process they give the layers' non-zero counts of ``prune(mode="parallel")``: the
+    earlier core's (``nettrim.pruners``), whose layer solver ``trim_layer`` the jobs run."""
     from nettrim.layer import ADMMSettings
+    from nettrim.pruners import NetTrim, prune
     from nettrim.models import build_model
 
     torch.manual_seed(0)

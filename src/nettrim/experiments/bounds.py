@@ -134,7 +134,7 @@ def nettrim_modes(model: nn.Module, inputs: torch.Tensor, *, epsilon: float, gam
                   kappa: float = 1.0, settings: ADMMSettings | None = None,
                   modes: Sequence[str] = ("parallel", "cascade"), cleanup: bool = True,
                   progress: bool = False) -> dict[str, PruneResult]:
-    """Net-Trim in each of ``modes`` (as ``nettrim.prune`` would), the first layer solved once.
+    """Net-Trim in each of ``modes`` (as the earlier core's ``nettrim.pruners.prune`` would), the first layer solved once.
 
     Each result's first-layer ``seconds`` is the shared solve's time (so per-mode timings stay
     comparable with separate runs), and ``report.seconds`` is corrected the same way: each

@@ -90,7 +90,7 @@ def compare(model, dataset, methods, sparsities=None, *, epsilons=None, samples=
             retrain_epochs=1, mode="cascade", layers=None, seed=0, data_dir=None,
             retrain_subset=None, options=None, retrain_lr=1e-3, progress=True, store=None) -> dict:
     """The grid of cells; ``model`` is left untouched. Each method is its registry default
-    (``nettrim.NetTrim()`` is the best configuration known) with ``options[name]`` applied.
+    (``nettrim.pruners.NetTrim()``, the earlier core's best configuration) with ``options[name]`` applied.
 
     With ``sparsities``, every method prunes every chosen layer to each sparsity. With
     ``epsilons`` instead, Net-Trim prunes at each relative eps and the other methods at its

@@ -11,11 +11,12 @@ A deep MLP (784-256x5-10, six prunable layers) is trained once. No retraining an
    The paper's finding: the earlier the layer (the more depth remains after it), the larger
    the drop. The logits layer is reported separately: it has no depth after it but feeds the
    decision directly.
-2. Net-Trim on one layer at a time (``prune(..., layers=[name], mode="parallel")``, which for a
-   single layer is the exact Proposition-1 program on the original inputs) at a few relative
-   tolerances g; the sparsity each layer reaches is recorded, and the same layer is
-   hard-thresholded to the same number of non-zeros. Net-Trim removes the depth effect when its
-   drops are small and flat across layers while thresholding's are not.
+2. Net-Trim on one layer at a time (``nettrim.pruners.prune(..., layers=[name],
+   mode="parallel")``, which for a single layer is the exact Proposition-1 program on the
+   original inputs) at a few relative tolerances g; the sparsity each layer reaches is
+   recorded, and the same layer is hard-thresholded to the same number of non-zeros. Net-Trim
+   removes the depth effect when its drops are small and flat across layers while
+   thresholding's are not.
 
 Seeds: the full preset repeats everything for 3 independently trained networks (seed s) and
 calibration draws (seed s + 1); its Net-Trim tolerances were cut from g = 0.05, 0.1, 0.2 to
