@@ -263,6 +263,9 @@ def _networks(original, pruned, batches: Batches, claims: dict, checks: _Checks)
     if not checks.same("structure", "the report's layers in the original's order",
                        names, [n for n in graph.names if n in names]):
         return None
+    if not checks.same("structure", "the folded (layer, BatchNorm) pairs (run.folded_batchnorm)",
+                       [list(p) for p in graph.bn_pairs], claims["run"].get("folded_batchnorm", [])):
+        return None
     folded = fold_batchnorm(original, graph.bn_pairs) if graph.bn_pairs else original
     as_given, as_folded = _tensors(original), _tensors(folded)
     mine = _tensors(pruned)

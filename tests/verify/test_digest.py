@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from conftest import QUIET, random_inputs, random_mlp
+from verify_helpers import QUIET, random_inputs, random_mlp
 from nettrim import api
 from nettrim.methods import NetTrim
 from nettrim.report.digest import layer_digest, rows_digest, state_digest, tensors_digest

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import refused
+from verify_helpers import refused
 from mutations import mutations, paths
 from nettrim.errors import NettrimError
 from nettrim.report.schema import load_report

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import Pruned, as_json, pruned_random, random_inputs, random_mlp, refused
+from verify_helpers import Pruned, as_json, pruned_random, random_inputs, random_mlp, refused
 from nettrim import api
 from nettrim.methods import NetTrim, SparseGPT
 from nettrim.verify import EXIT_CODES, Verification, verify

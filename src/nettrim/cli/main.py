@@ -329,8 +329,9 @@ def _export(args) -> None:
     from ..export import FORMATS, export
 
     require(args.format in FORMATS, f"unknown export format {args.format!r}; choose one of: {', '.join(FORMATS)}")
-    require(args.force or not args.out.exists(),
-            f"{args.out} already exists; choose another path, or pass --force to replace it")
+    from ..export import files
+
+    files.check(args.out, force=args.force, directory=args.format == "compressed-tensors")
     require(args.data is None or args.format == "onnx",
             "--data is for --format onnx (its inputs check the graph): drop it")
     require(args.format != "onnx" or args.data is not None or args.model is None,

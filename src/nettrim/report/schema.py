@@ -182,7 +182,8 @@ DIGESTS = dict(algorithm=OneOf("sha256"), original=Digest(), pruned=Digest(),
 
 def _report_table() -> dict[str, Check]:
     run = Record(dict(options=_run_options(), sparsity=Real(gt=0, lt=1, none=True),
-                      counts=NameMap(Integer(ge=0)), inputs=Integer(ge=1)), strict=False)
+                      counts=NameMap(Integer(ge=0)), inputs=Integer(ge=1),
+                      folded_batchnorm=ListOf(ListOf(Text(), empty=False))), strict=False)
     return dict(
         method=MethodRecord(), mode=OneOf(*MODES), layers=ListOf(Record(LAYER), empty=False),
         seconds=Real(ge=0), output_error=Real(ge=0), output_norm=Real(ge=0), bound=Real(ge=0, none=True),
