@@ -201,10 +201,15 @@ def progress(r: dict) -> None:
 
 
 # -- the solver before/after (tolerance search of another source tree against this one) -------
-def solver_child(case: str, quick: bool) -> dict:
-    """The tolerance search on one case, with whichever nettrim is on the path."""
+def solver_child(case: str, quick: bool, final_refit: bool) -> dict:
+    """The tolerance search on one case, with whichever nettrim is on the path (with
+    ``final_refit``, this one's answer refit in full after the search: what was tried)."""
     from nettrim.methods import NetTrim
 
+    if final_refit:
+        from nettrim.solvers import obs_search, refit
+
+        obs_search.FINAL_EFFORT = refit.FULL
     shape = QUICK if quick else FULL
     g = torch.Generator().manual_seed(1)
     if case.startswith("block"):
@@ -216,26 +221,30 @@ def solver_child(case: str, quick: bool) -> dict:
     x, held = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
     eps = float(case.split("@")[1])
     result, seconds = prune_timed(model, x, NetTrim(support="obs", epsilon=eps))
-    import nettrim
-
-    return dict(case=case, source=str(Path(nettrim.__file__).parents[1]), kept=1 - result.report.sparsity,
+    return dict(case=case, kept=1 - result.report.sparsity,
                 layers_kept=[round(r.kept_fraction, 4) for r in result.report.layers],
                 error=relative_error(model, result.model, held), seconds=seconds,
+                passes=[r.info.get("passes") for r in result.report.layers],
                 certified=not result.report.uncertified)
 
 
+SOLVER_CASES = ("block@0.25", "block@0.3", "block@0.4", "mlp@0.03", "mlp@0.05", "mlp@0.1", "mlp@0.2", "mlp@0.3")
+SOLVER_CODES = ("before", "after", "after + full refit")
+
+
 def solver_compare(baseline: str, threads: int, quick: bool) -> dict:
-    cases = ["block@0.3", "block@0.4", "mlp@0.1", "mlp@0.3"]
     rows = []
-    for case in cases:
-        for label, src in (("before", baseline), ("after", str(ROOT / "src"))):
-            payload = json.dumps(dict(part="solver", case=case, threads=threads, quick=quick))
+    for case in SOLVER_CASES:
+        for code in SOLVER_CODES:
+            src = baseline if code == "before" else str(ROOT / "src")
+            payload = json.dumps(dict(part="solver", case=case, threads=threads, quick=quick,
+                                      final_refit=code.endswith("refit")))
             env = {**os.environ, "PYTHONPATH": src, "OMP_WAIT_POLICY": "PASSIVE"}
             proc = subprocess.Popen([sys.executable, __file__, "--child", payload], env=env,
                                     stdout=subprocess.PIPE, text=True)
-            r = child_result(proc, f"solver {case} {label}")
-            rows.append({**r, "code": label})
-            print(f"solver {case} {label}: kept {r['kept']:.4f} error {r['error']:.4f} {r['seconds']:.1f} s",
+            r = child_result(proc, f"solver {case} {code}")
+            rows.append({**r, "code": code})
+            print(f"solver {case} {code}: kept {r['kept']:.4f} error {r['error']:.4f} {r['seconds']:.1f} s",
                   file=sys.stderr, flush=True)
     return {**machine(), "baseline": baseline_commit(baseline), "quick": quick, "rows": rows}
 
@@ -299,15 +308,41 @@ PARTS = [
 def _solver_section(solver: dict) -> list[str]:
     lines = ["## The tolerance search before and after", "",
              f"`NetTrim(support=\"obs\", epsilon=...)` without a target, the code of {solver['baseline']} "
-             "(before) against this one (after), each in its own process of one run "
+             "(before) against this one (after; and with its answer refit in full after the search, "
+             "`obs_search.FINAL_EFFORT = refit.FULL`, what was tried), each in its own process of one run "
              f"({solver['threads']} thread(s)): the ReLU block above and a 784-300-100-10 MLP "
              "(default init, 2,000 Gaussian rows, 2,000 others for the error).", "",
-             "| case | code | kept (per layer) | error | seconds | certified |", "|---|---|---|---|---|---|"]
+             "| case | code | kept (per layer) | error | seconds | passes per layer | certified |",
+             "|---|---|---|---|---|---|---|"]
     for r in solver["rows"]:
         per = ", ".join(f"{k:.3f}" for k in r["layers_kept"])
+        passes = ", ".join(str(p) for p in r["passes"])
         lines.append(f"| {r['case']} | {r['code']} | {r['kept']:.4f} ({per}) | {r['error']:.4f} | "
-                     f"{r['seconds']:.1f} | {_flag(r['certified'])} |")
+                     f"{r['seconds']:.1f} | {passes} | {_flag(r['certified'])} |")
+    lines += ["", "At the same kept fraction: each answer of the other codes against the error the code "
+              "before reaches there (linear in the kept fraction between its two nearest answers on the "
+              "same model; only inside the range it covers).", "",
+              "| case | code | kept | error | before, same kept | seconds / before's |", "|---|---|---|---|---|---|"]
+    for r in solver["rows"]:
+        if r["code"] == "before":
+            continue
+        model = r["case"].split("@")[0]
+        curve = sorted((b["kept"], b["error"], b["seconds"]) for b in solver["rows"]
+                       if b["code"] == "before" and b["case"].split("@")[0] == model)
+        same = next(b for b in solver["rows"] if b["code"] == "before" and b["case"] == r["case"])
+        ref = _interpolate(curve, r["kept"])
+        lines.append(f"| {r['case']} | {r['code']} | {r['kept']:.4f} | {r['error']:.4f} | "
+                     f"{'-' if ref is None else f'{ref:.4f}'} | {r['seconds'] / same['seconds']:.2f} |")
     return lines + [""]
+
+
+def _interpolate(curve: list[tuple], kept: float) -> float | None:
+    """The error of ``curve`` (sorted (kept, error, ...)) at ``kept``, linear between the two
+    nearest points around it; None outside."""
+    for (k0, e0, *_), (k1, e1, *_) in zip(curve, curve[1:]):
+        if k0 <= kept <= k1 and k1 > k0:
+            return e0 + (kept - k0) / (k1 - k0) * (e1 - e0)
+    return None
 
 
 def _ratio(r: dict) -> str:
@@ -352,7 +387,7 @@ def main() -> None:
         if payload["part"] == "conv":
             out = conv_child(QUICK if payload["quick"] else FULL, payload["device"], payload["name"])
         else:
-            out = solver_child(payload["case"], payload["quick"])
+            out = solver_child(payload["case"], payload["quick"], payload["final_refit"])
         print(json.dumps(out))
         return
     if args.doc:
