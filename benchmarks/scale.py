@@ -305,8 +305,26 @@ PARTS = [
 ]
 
 
+SOLVER_NOTE = (
+    "What changed (`nettrim.solvers.obs_search`, `nettrim.solvers.refit`). Before, each round of "
+    "the search bisected tau on unrefit passes, then refit the best and up to four more passes with "
+    "the full refit (the exact per-neuron ReLU refit where its flop count looked small, else eight "
+    "majorization steps of twelve conjugate-gradient steps, or 96 conjugate-gradient steps for a "
+    "linear program), and refit the dense start as well; the full refits were most of the time. "
+    "Now every trial is a pass, one short batched refit (one majorization step of at most eight "
+    "conjugate-gradient steps in the Gram matrix; eight conjugate-gradient steps for a linear "
+    "program, stopped once a step gains under 1 % of what the steps gained) and one measurement; the "
+    "next tau is regula falsi on the measured log(error / eps) against log tau, so a round takes three "
+    "to five passes; a linear program, whose target does not depend on the answer, is searched once, "
+    "from the closer of its original weights and the least-squares fit; a later round starts at the "
+    "tau of the round before; the exact refit's cost now counts each neuron's own steps. The answer "
+    "is the trial that passed, as measured by `LayerProblem.measure`: the certificate is the same "
+    "measurement as before. Refitting the answer in full after the search (the third code below) "
+    "costs time and raises the error on the other rows at the same support.")
+
+
 def _solver_section(solver: dict) -> list[str]:
-    lines = ["## The tolerance search before and after", "",
+    lines = ["## The tolerance search before and after", "", SOLVER_NOTE, "",
              f"`NetTrim(support=\"obs\", epsilon=...)` without a target, the code of {solver['baseline']} "
              "(before) against this one (after; and with its answer refit in full after the search, "
              "`obs_search.FINAL_EFFORT = refit.FULL`, what was tried), each in its own process of one run "
