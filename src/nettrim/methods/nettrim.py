@@ -206,10 +206,11 @@ class NetTrim(Method):
         a Linear's features."""
         if job.groups is not None:
             return job.groups
+        dev = job.weight.device
         if job.kind == "conv2d" and len(job.shape) == 4:
             _, c_in, kh, kw = job.shape
-            return torch.arange(c_in).repeat_interleave(kh * kw)
-        return torch.arange(job.weight.shape[0] - int(job.bias))
+            return torch.arange(c_in, device=dev).repeat_interleave(kh * kw)
+        return torch.arange(job.weight.shape[0] - int(job.bias), device=dev)
 
     def _l1_at_count(self, job: LayerJob, exact, probe, keep: int) -> torch.Tensor:
         """The relative eps whose l1 support holds just more than ``keep`` (log-log

@@ -33,17 +33,38 @@ the refit worse (``refit``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..program import LayerProblem
 
 
 EXACT_FLOPS = 2e10  # a neuron-by-neuron refit costing more than this is batched instead
+NEURON_FLOPS = 2e7  # what one neuron's own solve costs beyond its flops (its Python steps), as flops
 
 
-def refit(problem: LayerProblem, U: torch.Tensor, *, steps: int = 8, cg_steps: int = 12) -> torch.Tensor:
-    """U (N', M) refit on its own support (module docstring); never worse than U in the
-    measured objective (the hinge ball's sqrt(d^2 + h^2), or d for a linear program)."""
+@dataclass(frozen=True)
+class Effort:
+    """How far a batched refit goes: at most ``steps`` majorization steps (ReLU) of at most
+    ``cg_steps`` conjugate-gradient steps each (a linear program gets steps x cg_steps), each
+    loop stopped early once its last step gained less than ``rel`` of what it gained in all;
+    ``guard``: measure before and after and keep U where the refit came out worse."""
+
+    steps: int = 8
+    cg_steps: int = 12
+    rel: float = 1e-4
+    guard: bool = True
+
+
+FULL = Effort()
+TRIAL = Effort(steps=1, cg_steps=8, rel=1e-2, guard=False)  # a search trial: the caller measures
+
+
+def refit(problem: LayerProblem, U: torch.Tensor, *, effort: Effort = FULL) -> torch.Tensor:
+    """U (N', M) refit on its own support (module docstring); with ``effort.guard`` never
+    worse than U in the measured objective (the hinge ball's sqrt(d^2 + h^2), or d for a
+    linear program)."""
     mask = U != 0
     if not bool(mask.any()):
         return U
@@ -51,63 +72,81 @@ def refit(problem: LayerProblem, U: torch.Tensor, *, steps: int = 8, cg_steps: i
     if exact_refit_is_cheap(problem, U):
         new = (_refit_relu_exact(problem, U) if problem.relu else _refit_linear_exact(problem, U)).to(dt)
     elif problem.relu:
-        new = _majorize_minimize(problem, U, mask, problem.stats.gram.to(dt), steps, cg_steps)
+        new = _majorize_minimize(problem, U, mask, problem.stats.gram.to(dt), effort)
     else:
-        new = masked_cg(problem.stats.gram.to(dt), problem.stats.cross.to(dt), U, mask, iterations=steps * cg_steps)
+        new = masked_cg(problem.stats.gram.to(dt), problem.stats.cross.to(dt), U, mask,
+                        iterations=effort.steps * effort.cg_steps, rel=effort.rel)
+    if not effort.guard:
+        return new
     before, after = problem.measure(U), problem.measure(new)
-    worse = _hinge_sq(after) > _hinge_sq(before)
-    return torch.where(worse[None, :], U, new) if bool(worse.any()) else new
+    worse = hinge_sq(after) > hinge_sq(before)
+    return torch.where(worse[None, :].to(U.device), U, new) if bool(worse.any()) else new
 
 
 def exact_refit_is_cheap(problem: LayerProblem, U: torch.Tensor) -> bool:
-    """Whether the neuron-by-neuron refit of U costs at most ``EXACT_FLOPS``."""
+    """Whether the neuron-by-neuron refit of U costs at most ``EXACT_FLOPS``: per neuron its
+    flops (rows k^2, four Newton steps for a ReLU layer; k^2 for a linear one's Cholesky of
+    G_SS, k the largest support) and ``NEURON_FLOPS`` for its own Python steps."""
     k = int((U != 0).sum(0).max())
     rows = problem.stats.rows if problem.relu else k
-    return rows * k * k * U.shape[1] * (4 if problem.relu else 1) <= EXACT_FLOPS
+    per_neuron = rows * k * k * (4 if problem.relu else 1) + NEURON_FLOPS
+    return per_neuron * U.shape[1] <= EXACT_FLOPS
 
 
-def _hinge_sq(m) -> torch.Tensor:
+def hinge_sq(m) -> torch.Tensor:
+    """d_m^2 + h_m^2 per neuron of a measurement: f_m."""
     return m.discrepancy.square() + m.excess.square()
 
 
 def hinge_objective(problem: LayerProblem, U: torch.Tensor) -> torch.Tensor:
     """f_m(U) per neuron (M,), float64."""
-    return _hinge_sq(problem.measure(U))
+    return hinge_sq(problem.measure(U))
 
 
-def _majorize_minimize(problem: LayerProblem, U, mask, G, steps: int, cg_steps: int) -> torch.Tensor:
+def _majorize_minimize(problem: LayerProblem, U, mask, G, effort: Effort) -> torch.Tensor:
+    """The majorization-minimization of the module docstring: each step a masked conjugate
+    gradient on g(u) with the layer's one Gram matrix; stopped once f gains less than
+    ``effort.rel`` of what the steps so far gained."""
     A, Y, V, on = problem.A.to(U.dtype), problem.Y.to(U.dtype), problem.V.to(U.dtype), problem.active
-    f_old = None
-    for _ in range(steps):
+    f_first = f_old = None
+    for _ in range(effort.steps):
         Z = A @ U
-        f = torch.where(on, Z - Y, (Z - V).clamp_min(0)).square().sum()
-        if f_old is not None and float(f_old - f) <= 1e-5 * float(f_old):
+        f = float(torch.where(on, Z - Y, (Z - V).clamp_min(0)).square().sum())
+        if f_old is not None and f_old - f <= max(effort.rel * (f_first - f), 1e-7 * f_first):
             break
+        f_first = f if f_first is None else f_first
         f_old = f
         T = torch.where(on, Y, torch.minimum(Z, V))
-        U = masked_cg(G, A.T @ T, U, mask, iterations=cg_steps)
+        U = masked_cg(G, A.T @ T, U, mask, iterations=effort.cg_steps, rel=effort.rel)
     return U
 
 
 def masked_cg(G: torch.Tensor, C: torch.Tensor, U0: torch.Tensor, mask: torch.Tensor, *,
-              iterations: int, rtol: float = 1e-6) -> torch.Tensor:
-    """For every column m at once, approximately argmin u^T G u - 2 c_m^T u over supp(u) in
-    mask[:, m], by conjugate gradient from U0 with the diagonal of G as preconditioner; each
-    iterate lowers the objective. G (N', N'), C and U0 (N', M)."""
+              iterations: int, rel: float = 1e-3) -> torch.Tensor:
+    """For every column m at once, approximately argmin q(u) = u^T G u - 2 c_m^T u over
+    supp(u) in mask[:, m], by conjugate gradient from U0 with the diagonal of G as
+    preconditioner; each iterate lowers q. G (N', N'), C and U0 (N', M).
+
+    A step of length alpha = r^T z / d^T G d lowers q by (r^T z)^2 / d^T G d; the loop stops
+    when the last step's decrease (over all columns) is at most ``rel`` times the decrease of
+    all steps so far (conjugate gradient gains geometrically: little is left), or after
+    ``iterations`` steps."""
     U = U0 * mask
     diag = G.diagonal().clamp_min(1e-12 * float(G.diagonal().max().clamp_min(1e-30)))
     R = (C - G @ U) * mask
     Z = R / diag[:, None]
     D = Z.clone()
     rz = (R * Z).sum(0)
-    start = rz.abs().max()
+    gained = 0.0
     for _ in range(iterations):
-        if float(rz.abs().max()) <= rtol * float(start) or float(start) == 0.0:
-            break
         GD = (G @ D) * mask
         curv = (D * GD).sum(0)
         alpha = torch.where(curv > 0, rz / curv.clamp_min(1e-30), torch.zeros_like(curv))
         U = U + alpha * D
+        step = float((alpha * rz).sum())
+        gained += step
+        if step <= rel * gained:
+            break
         R = R - alpha * GD
         Z = R / diag[:, None]
         rz_new = (R * Z).sum(0)
