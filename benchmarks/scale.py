@@ -58,11 +58,12 @@ def methods():
     return {"sparsegpt": SparseGPT(), "wanda": Wanda(), "nettrim": NetTrim(support="obs")}
 
 
-def prune_timed(model, x, method, *, sparsity=None, counts=None, layers=None, batch_size=1024):
+def prune_timed(model, x, method, *, sparsity=None, counts=None, layers=None, batch_size=1024,
+                max_rows="auto"):
     """(result, seconds) of one ``nettrim.api.prune`` call (cascade)."""
     from nettrim.api import RunOptions, prune
 
-    run_options = RunOptions(progress=False, batch_size=batch_size, layers=layers)
+    run_options = RunOptions(progress=False, batch_size=batch_size, layers=layers, max_rows=max_rows)
     sync()
     t0 = time.perf_counter()
     result = prune(model, x, method, sparsity=sparsity, counts=counts, run=run_options)
@@ -139,9 +140,10 @@ def block_part(shape: dict, device: str) -> list[dict]:
 
 
 # -- (2) the ResNet-18-sized convolution, each method in its own process ----------------------
-def conv_child(shape: dict, device: str, name: str) -> dict:
-    """One method on the conv layer, in a fresh process: the row plus peak RSS before/after."""
-    c, side, n = shape["channels"], shape["side"], shape["images"]
+def conv_child(shape: dict, device: str, name: str, scale: int = 1) -> dict:
+    """One method on the conv layer (``scale`` times the images), in a fresh process: the row
+    plus peak RSS before/after."""
+    c, side, n = shape["channels"], shape["side"], shape["images"] * scale
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(c, c, 3, padding=1)).to(device)
     g = torch.Generator().manual_seed(1)
@@ -149,8 +151,8 @@ def conv_child(shape: dict, device: str, name: str) -> dict:
     held = torch.randn(shape["held_images"], c, side, side, generator=g).to(device)
     warm_up(device)
     before = peak_rss_mb()
-    result, seconds = prune_timed(model, x, methods()[name], sparsity=SPARSITY, batch_size=16)
     patch_rows, columns = n * side * side, c * 9 + 1
+    result, seconds = prune_timed(model, x, methods()[name], sparsity=SPARSITY, batch_size=16, max_rows=patch_rows)
     cuda = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else None
     return row("conv", f"conv 3x3 {c}->{c} on {side}x{side}, {n} images", f"sparsity {SPARSITY}", name,
                result, seconds, relative_error(model, result.model, held), rss_before_mb=before,
@@ -161,9 +163,9 @@ def conv_child(shape: dict, device: str, name: str) -> dict:
 
 def conv_part(shape: dict, device: str, threads: int, quick: bool) -> list[dict]:
     rows = []
-    for name in ("sparsegpt", "nettrim"):
-        payload = json.dumps(dict(part="conv", name=name, device=device, threads=threads, quick=quick))
-        rows.append(child_result(start_child(__file__, payload), f"conv {name}"))
+    for name, scale in (("sparsegpt", 1), ("nettrim", 1), ("nettrim", 2)):
+        payload = json.dumps(dict(part="conv", name=name, scale=scale, device=device, threads=threads, quick=quick))
+        rows.append(child_result(start_child(__file__, payload), f"conv {name} x{scale}"))
         progress(rows[-1])
     return rows
 
@@ -270,7 +272,9 @@ def render(data: dict, solver: dict | None) -> str:
         rows = [r for r in data["rows"] if r["part"] == part]
         if not rows:
             continue
-        lines += [f"## {title}", "", note, ""]
+        shape = data["shape"]
+        inputs_mb = shape["images"] * shape["channels"] * shape["side"] ** 2 * 4 / 2 ** 20
+        lines += [f"## {title}", "", note.format(inputs_mb=inputs_mb, outputs_mb=2 * inputs_mb, columns=f"{rows[0].get('columns', 0):,}"), ""]
         if part == "conv":
             lines += ["| model | method | kept | error | seconds | x SparseGPT | peak RSS MiB (before prune) "
                       "| patch matrix MiB | rows used |", "|---|---|---|---|---|---|---|---|---|"]
@@ -296,10 +300,14 @@ PARTS = [
      "At the tolerance, Net-Trim (`support=\"obs\"`, default epsilon) chooses each layer's count; "
      "SparseGPT and Wanda are then given the same counts."),
     ("conv", "A ResNet-18-sized convolution", "One Conv2d without a ReLU of its own: a linear program "
-     "from streamed Gram statistics (2,305 x 2,305 whatever the number of patches), batches of 16 "
-     "images. Each method ran in its own process; peak RSS is that process's `ru_maxrss` (torch "
-     "included), with the value just before `prune` in brackets; the patch matrix is what holding "
-     "every patch row in float32 would take."),
+     "from streamed Gram statistics ({columns} x {columns} whatever the number of patches, every "
+     "patch row used: `max_rows` set to all of them), batches of 16 images. Each method ran in its own process, started before any other measurement; peak RSS "
+     "is that process's `ru_maxrss` (torch and the {inputs_mb:.0f} MiB of inputs, twice that in the last row, included), with the value just "
+     "before `prune` in brackets; the patch matrix is what holding every patch row in float32 "
+     "would take. The last row has twice the images: twice the patch rows, the same Gram "
+     "matrix; what grows is the layer's outputs on every calibration image, which the report "
+     "holds twice (original and pruned, {outputs_mb:.0f} MiB in the first rows) to measure the "
+     "network's output error."),
     ("gpt2", "GPT-2 from a transformers config", "`GPT2LMHeadModel(GPT2Config(n_layer=2, ...))`, "
      "random init, random token ids; its Conv1D layers (attention c_attn, c_proj; MLP c_fc, c_proj) "
      "pruned end to end in cascade (embeddings untied; lm_head left dense); error on the logits."),
@@ -404,7 +412,7 @@ def main() -> None:
         payload = json.loads(args.child)
         torch.set_num_threads(payload["threads"])
         if payload["part"] == "conv":
-            out = conv_child(QUICK if payload["quick"] else FULL, payload["device"], payload["name"])
+            out = conv_child(QUICK if payload["quick"] else FULL, payload["device"], payload["name"], payload["scale"])
         else:
             out = solver_child(payload["case"], payload["quick"], payload["final_refit"])
         print(json.dumps(out))
@@ -426,10 +434,10 @@ def main() -> None:
     shape = QUICK if args.quick else FULL
     warm_up(args.device)
     rows = []
+    if "conv" in parts:  # first: a child's ru_maxrss counts this process's size when it started
+        rows += conv_part(shape, args.device, args.threads, args.quick)
     if "block" in parts:
         rows += block_part(shape, args.device)
-    if "conv" in parts:
-        rows += conv_part(shape, args.device, args.threads, args.quick)
     if "gpt2" in parts:
         rows += gpt2_part(shape, args.device)
     data = {**machine(), "device": args.device, "quick": args.quick, "shape": shape, "rows": with_ratios(rows)}
